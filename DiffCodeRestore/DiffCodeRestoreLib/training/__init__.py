@@ -1,0 +1,1 @@
+"""Training of the DiffCode model (dev-only: not shipped in the Slicer extension)."""

@@ -1,0 +1,75 @@
+"""``python -m DiffCodeRestoreLib.training train --config small [--variant full] ...``
+
+Resumable: re-running the same command continues from the last checkpoint in the run folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+
+from ..tasks import TASKS
+from .config import VARIANTS, TrainConfig
+from .loop import RunLog, train_stage1, train_stage2
+from .patches import PatchSampler, normalise_cases
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def train(tc: TrainConfig, run_dir: Path, device: torch.device, progress: bool = True) -> Path:
+    from ..data.slices import load_cases
+
+    torch.manual_seed(tc.seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "train_config.json").write_text(json.dumps(tc.to_dict(), indent=2))
+    log = RunLog(run_dir / "log.jsonl")
+    cases = {task: normalise_cases(task, load_cases(task, "train")) for task in TASKS}
+    sampler = PatchSampler(cases, tc.patch, tc.seed)
+    stage1 = None
+    if tc.model_config().prior != "none":
+        stage1 = train_stage1(tc, sampler, run_dir, log, device, progress)
+    model = train_stage2(tc, sampler, stage1, run_dir, log, device, progress)
+    return model.save_pretrained(run_dir / "final", fp16=False)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m DiffCodeRestoreLib.training")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train (or resume) a model")
+    p.add_argument("--config", default="small", help="training preset: tiny, small, large")
+    p.add_argument("--variant", default="full", choices=sorted(VARIANTS))
+    p.add_argument("--run-dir", type=Path, help="checkpoints, log and final weights (default: cache/runs/CONFIG-VARIANT)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
+    p.add_argument("--stage1-minutes", type=float)
+    p.add_argument("--stage2-minutes", type=float)
+    p.add_argument("--stage1-iters", type=int)
+    p.add_argument("--stage2-iters", type=int)
+    p.add_argument("--seed", type=int)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tc = TrainConfig.preset(args.config, variant=args.variant, stage1_minutes=args.stage1_minutes,
+                            stage2_minutes=args.stage2_minutes, stage1_iters=args.stage1_iters,
+                            stage2_iters=args.stage2_iters, seed=args.seed)
+    from ..data import cache_dir
+
+    run_dir = args.run_dir or cache_dir() / "runs" / f"{args.config}-{args.variant}"
+    start = time.time()
+    out = train(tc, run_dir, _device(args.device))
+    print(f"weights: {out} ({(time.time() - start) / 60:.1f} min this session)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Training recipes as data: model preset, variant (ablation), and the two stages' budgets."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Dict
+
+from ..models import DiffCodeConfig
+
+# The four ablations of the paper's ideas, as switches of the same model config.
+VARIANTS: Dict[str, Dict[str, Any]] = {
+    "full": dict(prior="bank", diffusion=True),           # (d) DiffCode
+    "no-diffusion": dict(prior="bank", diffusion=False),  # (c) codebook bank, nearest code of c
+    "shared": dict(prior="shared", diffusion=True),       # (b) one codebook for all tasks
+    "no-prior": dict(prior="none", diffusion=False),      # (a) same backbone, no prior
+}
+
+
+@dataclass
+class TrainConfig:
+    model: str = "small"
+    variant: str = "full"
+    patch: int = 96
+    batch_per_task: int = 4
+    lr: float = 4e-4
+    stage1_iters: int = 1500
+    stage2_iters: int = 5000
+    stage1_minutes: float = 25.0  # wall-clock caps: whichever comes first ends the stage
+    stage2_minutes: float = 80.0
+    codebook_warmup: int = 150  # stage-1 iterations before k-means initialisation of the codebooks
+    latent_weight: float = 1.0
+    ssim_weight: float = 0.2
+    ema_decay: float = 0.998
+    checkpoint_minutes: float = 3.0
+    log_every: int = 25
+    seed: int = 0
+
+    def model_config(self) -> DiffCodeConfig:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"Unknown variant {self.variant!r}: choose one of {', '.join(VARIANTS)}.")
+        return DiffCodeConfig.preset(self.model, **VARIANTS[self.variant])
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "TrainConfig":
+        presets: Dict[str, Dict[str, Any]] = {
+            "tiny": dict(model="tiny", patch=32, batch_per_task=2, stage1_iters=6, stage2_iters=6,
+                         codebook_warmup=2, checkpoint_minutes=0.0, log_every=1),
+            "small": {},
+            "large": dict(model="large", patch=128, batch_per_task=8, lr=2e-4, stage1_iters=20000,
+                          stage2_iters=100000, stage1_minutes=120.0, stage2_minutes=600.0),
+        }
+        if name not in presets:
+            raise ValueError(f"Unknown training preset {name!r}: choose one of {', '.join(presets)}.")
+        return cls(**{**presets[name], **{k: v for k, v in overrides.items() if v is not None}})
