@@ -42,6 +42,18 @@ def train(tc: TrainConfig, run_dir: Path, device: torch.device, progress: bool =
     return model.save_pretrained(run_dir / "final", fp16=False)
 
 
+def export(run_dir: Path, out: Path, results: Optional[Path]) -> int:
+    from ..models import DiffCodeModel
+    from .model_card import write_model_card
+
+    model = DiffCodeModel.from_pretrained(run_dir / "final")
+    model.save_pretrained(out, fp16=True)
+    write_model_card(out, model, run_dir, results)
+    size = sum(f.stat().st_size for f in out.iterdir())
+    print(f"exported {out} ({size / 1e6:.1f} MB)")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m DiffCodeRestoreLib.training")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -56,7 +68,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--stage1-iters", type=int)
     p.add_argument("--stage2-iters", type=int)
     p.add_argument("--seed", type=int)
+    e = sub.add_parser("export", help="write shippable fp16 weights + model card from a finished run")
+    e.add_argument("run_dir", type=Path)
+    e.add_argument("out", type=Path)
+    e.add_argument("--results", type=Path, help="benchmark results.md to put in the model card")
     args = parser.parse_args(argv)
+    if args.command == "export":
+        return export(args.run_dir, args.out, args.results)
     if args.threads:
         torch.set_num_threads(args.threads)
     tc = TrainConfig.preset(args.config, variant=args.variant, stage1_minutes=args.stage1_minutes,

@@ -1,0 +1,8 @@
+"""Benchmark (dev-only): restoration methods and classical baselines on the public test split.
+
+``python -m DiffCodeRestoreLib.benchmark --tasks all --methods baselines --out DIR`` scores every
+method with the AMIR protocol (``DiffCodeRestoreLib.metrics``) and writes a Markdown table, a JSON
+file with per-slice numbers and a PNG montage per task, plus ``results.md``.
+"""
+
+from .methods import DiffCodeMethod, Method  # noqa: F401

@@ -1,0 +1,122 @@
+"""Score restoration methods beside the classical baselines on the public test split (AMIR protocol).
+
+Writes <task>.md, <task>.json and <task>.png per task and results.md into --out, and prints the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from ..tasks import TASKS
+from .baselines import BASELINES, make_baselines
+from .harness import BenchCase, run_task, spread
+from .methods import DiffCodeMethod, Method
+from .report import write_reports
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Weights"
+DEFAULT_MODEL = "diffcode"
+
+
+def bundled_weights() -> Optional[Path]:
+    """The bundled weights folder when exactly one is shipped (config.json + model.safetensors)."""
+    folders = sorted(p.parent for p in WEIGHTS_DIR.glob("*/config.json") if (p.parent / "model.safetensors").exists())
+    return folders[0] if len(folders) == 1 else None
+
+
+def parse_models(specs: Sequence[str]) -> Dict[str, Path]:
+    models = {}
+    for spec in specs:
+        name, sep, folder = spec.partition("=")
+        if not sep or not name or not folder:
+            raise ValueError(f"--model takes NAME=FOLDER, got {spec!r}.")
+        if name in BASELINES or name in models:
+            raise ValueError(f"--model name {name!r} is already taken: pick another.")
+        models[name] = Path(folder)
+    return models
+
+
+def resolve_methods(spec: str, models: Dict[str, Path], device: str) -> List[Method]:
+    """Baseline names, "baselines", "all" (baselines + every model) and model names given with --model."""
+    if DEFAULT_MODEL not in models and bundled_weights() is not None:
+        models = {**models, DEFAULT_MODEL: bundled_weights()}
+    names: List[str] = []
+    for item in (s.strip() for s in spec.split(",") if s.strip()):
+        if item == "baselines":
+            names += list(BASELINES)
+        elif item == "all":
+            names += list(BASELINES) + list(models)
+            if DEFAULT_MODEL not in models:
+                print(f"note: no bundled weights under {WEIGHTS_DIR}; 'all' runs the baselines and --model entries.",
+                      file=sys.stderr)
+        elif item in BASELINES or item in models:
+            names.append(item)
+        elif item == DEFAULT_MODEL:
+            raise ValueError(f"No bundled weights under {WEIGHTS_DIR}: name them with --model {DEFAULT_MODEL}=FOLDER.")
+        else:
+            raise ValueError(f"Unknown method {item!r}: choose from baselines, all, {', '.join(list(BASELINES) + list(models))}.")
+    names = list(dict.fromkeys(names))
+    if not names:
+        raise ValueError("--methods names no method.")
+    baselines = make_baselines([n for n in names if n in BASELINES])
+    built = {m.name: m for m in baselines}
+    for name in names:
+        if name in models:
+            built[name] = DiffCodeMethod(models[name], device=device, name=name)
+    return [built[n] for n in names]
+
+
+def parse_tasks(spec: str) -> List[str]:
+    tasks = list(TASKS) if spec == "all" else [t.strip() for t in spec.split(",") if t.strip()]
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:
+        raise ValueError(f"Unknown task(s) {', '.join(unknown) or '(none)'}: choose all or from {', '.join(TASKS)}.")
+    return tasks
+
+
+def load_test_cases(task: str):
+    from ..data.slices import load_cases
+
+    return load_cases(task, "test")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m DiffCodeRestoreLib.benchmark", description=__doc__)
+    parser.add_argument("--tasks", default="all", help="all, or a comma list of " + ", ".join(TASKS))
+    parser.add_argument("--methods", default="baselines",
+                        help="baselines, all, or a comma list of " + ", ".join(BASELINES) + " and --model names")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=FOLDER",
+                        help="weights folder to score as method NAME (repeatable; ablations)")
+    parser.add_argument("--device", default="cpu", help="torch device for the models")
+    parser.add_argument("--max-slices", type=int, default=0, help="at most N evenly spread test slices per task (0: all)")
+    parser.add_argument("--bm3d-slices", type=int, default=3, help="slices per task for slow methods (BM3D)")
+    parser.add_argument("--tune-slices", type=int, default=0,
+                        help="test slices per task the baselines are tuned on (0: all scored slices)")
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    args = parser.parse_args(argv)
+    try:
+        if min(args.max_slices, args.bm3d_slices, args.tune_slices) < 0 or args.bm3d_slices == 0:
+            raise ValueError("--max-slices and --tune-slices must be >= 0 and --bm3d-slices >= 1.")
+        tasks = parse_tasks(args.tasks)
+        methods = resolve_methods(args.methods, parse_models(args.model), args.device)
+        started = time.perf_counter()
+        results = []
+        for task in tasks:
+            cases = spread([BenchCase.from_case(c) for c in load_test_cases(task)], args.max_slices)
+            results.append(run_task(task, cases, methods, args.bm3d_slices, args.tune_slices))
+        command = "python -m DiffCodeRestoreLib.benchmark " + shlex.join(sys.argv[1:] if argv is None else argv)
+        text = write_reports(results, args.out, command)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(text)
+    print(f"Wrote {args.out}/ in {time.perf_counter() - started:.0f} s.", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

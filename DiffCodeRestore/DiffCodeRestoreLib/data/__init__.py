@@ -1,0 +1,23 @@
+"""Real images fetched from the package registries (dev-only: data preparation, training, benchmark).
+
+Nothing here ships in the Slicer module. The images live in a cache outside the repository:
+``<cache>/sources/<source>/`` (extracted archives, see :mod:`.sources` and :mod:`.fetch`) and
+``<cache>/datasets/<task>/<split>/`` (2D slice pairs, see :mod:`.slices`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CACHE_ENV = "DIFFCODE_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """``$DIFFCODE_CACHE_DIR``, else ``$XDG_CACHE_HOME/diffcode-restore``, else ``~/.cache/diffcode-restore``."""
+    explicit = os.environ.get(CACHE_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "diffcode-restore"

@@ -1,0 +1,135 @@
+"""Where inference runs and how much it does at once: device choice, precision, batch/tile planning.
+
+Why: users' most common failures are "CUDA not found" and "out of GPU memory on a large CT". The
+device is chosen automatically (CUDA, then Apple MPS, then CPU) or checked when named, and the amount
+of work per model call is planned from free memory; ``is_out_of_memory`` recognises the errors the
+pipeline recovers from (smaller tiles, then the CPU).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import torch
+
+DEVICES = ("auto", "cuda", "mps", "cpu")
+CPU_PIXELS_PER_CALL = 1 << 19  # input pixels per model call on the CPU: 2 slices of 512 x 512 (cache-friendly)
+DEFAULT_TILE = {"cpu": 1024, "cuda": 1024, "mps": 512}
+MIN_TILE = 256  # must exceed twice the tile context plus the blend band (pipeline.py)
+
+
+def mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def resolve_device(name: Union[str, torch.device] = "auto") -> torch.device:
+    """``auto`` -> CUDA, else MPS, else CPU; a named device that is missing raises one clear line."""
+    name = str(name).lower()
+    kind = name.split(":")[0]
+    if kind not in DEVICES:
+        raise ValueError(f"unknown device {name!r}: choose one of {', '.join(DEVICES)}.")
+    if kind == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if mps_available() else torch.device("cpu")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "device 'cuda' requested but this torch has no usable CUDA GPU (CPU-only build or no driver); "
+            "install a CUDA build of torch (in Slicer: the PyTorch extension) or use --device cpu."
+        )
+    if kind == "mps" and not mps_available():
+        raise ValueError("device 'mps' requested but Apple Metal is not available here; use --device cpu.")
+    return torch.device(name)
+
+
+def inference_dtype(device: torch.device) -> torch.dtype:
+    """Half precision on GPUs (twice the throughput, half the memory); float32 on the CPU."""
+    return torch.float16 if device.type in ("cuda", "mps") else torch.float32
+
+
+def describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(index)
+        return f"cuda ({props.name}, {props.total_memory / 2**30:.0f} GiB)"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return device.type
+
+
+def configure_cpu_threads(threads: Optional[int] = None) -> int:
+    """Use every core the process may run on (intra-op), one inter-op thread: slices are batched."""
+    if threads is None:
+        try:
+            threads = len(os.sched_getaffinity(0))
+        except AttributeError:  # macOS / Windows
+            threads = os.cpu_count() or 1
+    threads = max(1, int(threads))
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    if isinstance(error, getattr(torch, "OutOfMemoryError", ())) or isinstance(
+        error, getattr(torch.cuda, "OutOfMemoryError", ())
+    ):
+        return True
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
+
+def free_memory(device: torch.device) -> Optional[int]:
+    """Free bytes on a CUDA device (None elsewhere: MPS and CPU do not say)."""
+    if device.type != "cuda":
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(free)
+
+
+def release_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps" and hasattr(torch, "mps"):
+        torch.mps.empty_cache()
+
+
+@dataclass
+class WorkPlan:
+    """How many slices go through the model at once, and the largest tile edge (pixels)."""
+
+    device: torch.device
+    batch: int
+    tile: int
+
+    def smaller(self) -> bool:
+        """Halve the batch, else the tile; False when already minimal (time to leave the GPU)."""
+        if self.batch > 1:
+            self.batch //= 2
+            return True
+        if self.tile > MIN_TILE:
+            self.tile = max(MIN_TILE, self.tile // 2)
+            return True
+        return False
+
+
+def plan_work(device: torch.device, slice_shape, batch: Optional[int] = None, tile: Optional[int] = None,
+              bytes_per_pixel: Optional[float] = None) -> WorkPlan:
+    """Batch and tile for slices of ``slice_shape`` (rows, cols).
+
+    On CUDA the batch comes from free memory and the model's measured bytes per input pixel
+    (``bytes_per_pixel``, from a calibration call); elsewhere from a fixed pixel budget.
+    """
+    tile = int(tile or DEFAULT_TILE.get(device.type, 512))
+    rows, cols = min(slice_shape[0], tile), min(slice_shape[1], tile)
+    pixels = max(1, rows * cols)
+    if batch is None:
+        free = free_memory(device)
+        if free is not None and bytes_per_pixel:
+            batch = int(0.6 * free / (bytes_per_pixel * pixels))
+        else:
+            batch = CPU_PIXELS_PER_CALL // pixels
+        batch = max(1, min(64, batch))
+    return WorkPlan(device, int(batch), tile)

@@ -1,0 +1,512 @@
+"""Whole-volume restoration: a clinical volume in, the restored volume with exact geometry out.
+
+How a volume is restored, and why:
+
+- **Slices along the acquisition axis.** The model is 2D; the slice axis is the index axis with the
+  largest spacing (ties: the last axis; a single-slice volume: its singleton axis), found in index
+  space, so any direction matrix works and the output keeps the input's grid exactly.
+- **Streaming.** Slices are read from a view of the input, a batch at a time, normalised, restored
+  and written into the one output array; the volume is never held as several float copies.
+- **Tiles.** A slice larger than the tile edge is cut into overlapping tiles on the model's stride
+  grid. Each tile's outer ``context`` pixels get zero weight (they see the tile border instead of
+  the image), and neighbouring tiles cross-fade over a ``blend`` band with complementary sin^2
+  ramps, so the output does not depend on tiling (beyond the network's effective receptive field).
+- **Noise.** The diffusion noise of every slice is drawn for the whole slice from a generator seeded
+  by (seed, slice, sample) and cropped per tile, so results are reproducible and independent of
+  batch and tile sizes (and of the device: the noise is drawn on the CPU).
+- **Intensities** (``tasks.py``): CT and PET are clipped to the network range and scaled back;
+  voxels outside that range (e.g. -3024 HU padding, metal, a hot bladder) keep their input value.
+  CT keeps its integer voxel type (rounded, clipped to the type's range); PET and MRI come out
+  float32. MRI is scaled by a robust percentile computed once over the whole volume.
+- **MRI super-resolution** ``scale=2|4``: zero-filled k-space interpolation onto an s-times finer
+  in-plane grid, shifted by a Fourier phase ramp so that voxel centres follow the voxel-centre
+  convention: the output covers exactly the input's field of view and overlays it in physical space.
+- **Hardware.** ``device="auto"`` picks CUDA, then MPS, then the CPU; half precision on GPUs;
+  batch from free GPU memory; on out-of-memory the batch, then the tile, shrink, and finally the
+  work moves to the CPU with a message.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import math
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from . import __version__
+from . import device as devices
+from .hub import Catalog, ResolvedWeights, resolve
+from .tasks import TaskSpec, denormalize, get_task, intensity_scale, normalize
+from .volume_io import VolumeError, check_volume, image_from_array
+
+Progress = Callable[[int, int], None]
+Message = Callable[[str], None]
+SR_SCALES = (1, 2, 4)
+MRI_SCALE_SAMPLE = 1 << 22  # voxels used for the robust MRI percentile (a regular subsample)
+DEFAULT_CONTEXT = 64  # pixels at a tile's inner edges that are computed but never used (> receptive field)
+DEFAULT_BLEND = 32  # width of the cross-fade between neighbouring tiles
+MAX_SAMPLES = 64
+
+
+class RestoreCancelled(Exception):
+    """Restoration stopped by its cancel token; nothing was written."""
+
+
+class CancelToken:
+    """Thread-safe flag: call ``cancel()`` from anywhere; the pipeline stops before its next batch."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+@dataclass
+class RestoreResult:
+    image: sitk.Image
+    uncertainty: Optional[sitk.Image]
+    metadata: Dict[str, object] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Geometry
+
+
+def slice_axis(image: sitk.Image) -> int:
+    """Index axis (0=i, 1=j, 2=k) along which slices are taken: the thickest spacing, see module doc."""
+    if image.GetDimension() == 2:
+        return 2
+    size, spacing = image.GetSize(), image.GetSpacing()
+    singleton = [a for a in range(3) if size[a] == 1]
+    if len(singleton) == 1:
+        return singleton[0]
+    thickest = max(spacing)
+    return max(a for a in range(3) if spacing[a] >= thickest * (1 - 1e-6))
+
+
+def super_resolution_geometry(image: sitk.Image, axis: int, scale: int):
+    """(size, spacing, origin) of the grid ``scale`` times finer across ``axis``, same field of view.
+
+    Voxel-centre convention: input voxel n spans index [n - 1/2, n + 1/2]; its s output voxels have
+    centres at input index n - 1/2 + (m + 1/2)/s, m = 0..s-1. The direction matrix is unchanged.
+    """
+    dim = image.GetDimension()
+    in_plane = [a for a in range(dim) if a != axis]
+    size = list(image.GetSize())
+    spacing = list(image.GetSpacing())
+    shift_index = np.zeros(dim)
+    for a in in_plane:
+        size[a] *= scale
+        shift_index[a] = -0.5 + 0.5 / scale
+    direction = np.asarray(image.GetDirection()).reshape(dim, dim)
+    origin = np.asarray(image.GetOrigin()) + direction @ (np.asarray(image.GetSpacing()) * shift_index)
+    for a in in_plane:
+        spacing[a] /= scale
+    return size, spacing, origin.tolist()
+
+
+def upsample_voxel_centred(slices: np.ndarray, scale: int) -> np.ndarray:
+    """k-space zero-filling of (N, h, w) onto (N, h*s, w*s) with voxel-centre alignment.
+
+    ``simulate.mri.kspace_upsample`` puts output sample m at input position m/s (sample 0 on
+    sample 0); the voxel-centre grid needs position (m - (s-1)/2)/s, i.e. the band-limited
+    interpolant shifted by (s-1)/(2s) input pixels, applied first as a Fourier phase ramp.
+    """
+    from .simulate.mri import kspace_upsample
+
+    if scale == 1:
+        return slices
+    delta = (scale - 1) / (2.0 * scale)
+    spectrum = np.fft.fft2(slices, axes=(-2, -1))
+    rows = np.fft.fftfreq(slices.shape[-2])[:, None]
+    cols = np.fft.fftfreq(slices.shape[-1])[None, :]
+    spectrum *= np.exp(-2j * np.pi * delta * (rows + cols))
+    return kspace_upsample(np.fft.ifft2(spectrum, axes=(-2, -1)), scale)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Tiles
+
+
+def tile_starts(length: int, tile: int, step: int) -> List[int]:
+    """Tile origins (multiples of the model stride) covering [0, length) with windows of ``tile``."""
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, step))
+    return starts + [length - tile]
+
+
+def tile_weights_1d(start: int, size: int, length: int, context: int, blend: int) -> np.ndarray:
+    """Zero over ``context`` pixels at inner tile edges, then a sin^2 ramp over ``blend``, then one."""
+    position = np.arange(size, dtype=np.float64)
+    weight = np.ones(size)
+    ramp = lambda d: np.where(d < 0, 0.0, np.where(d >= blend, 1.0, np.sin(0.5 * np.pi * (d + 0.5) / blend) ** 2))
+    if start > 0:
+        weight *= ramp(position - context)
+    if start + size < length:
+        weight *= ramp(size - 1 - position - context)
+    return weight.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Noise
+
+
+def slice_seed(seed: int, index: int, sample: int) -> int:
+    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(index), int(sample)]).generate_state(1)[0])
+
+
+def schedule_with_noise(schedule, draws: torch.Tensor):
+    """A copy of the diffusion schedule whose ``noise_like`` hands out ``draws`` (one per call) in order."""
+    queue = list(draws.unbind(0))  # (draws, B, C, h, w) -> one tensor per draw
+    given = copy.copy(schedule)
+
+    def noise_like(z: torch.Tensor, generator=None) -> torch.Tensor:
+        draw = queue.pop(0)
+        if draw.shape != z.shape:
+            raise RuntimeError(f"noise shape {tuple(draw.shape)} does not match the latent {tuple(z.shape)}")
+        return draw.to(device=z.device, dtype=z.dtype)
+
+    given.noise_like = noise_like
+    return given
+
+
+# ----------------------------------------------------------------------------------------------------
+# The pipeline
+
+
+class DiffCodePipeline:
+    """A loaded model on a device, ready to restore volumes (see the module docstring)."""
+
+    def __init__(self, model, weights: ResolvedWeights, device: torch.device,
+                 message: Optional[Message] = None) -> None:
+        self.model = model
+        self.weights = weights
+        self.device = device
+        self.message = message or (lambda text: None)
+        self.context = DEFAULT_CONTEXT
+        self.blend = DEFAULT_BLEND
+        self._bytes_per_pixel: Optional[float] = None
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: Optional[str] = None,
+        device: Union[str, torch.device] = "auto",
+        catalog: Optional[Catalog] = None,
+        allow_download: bool = True,
+        progress: Optional[Progress] = None,
+        cancel: Optional[CancelToken] = None,
+        show_progress: bool = False,
+        message: Optional[Message] = None,
+        threads: Optional[int] = None,
+    ) -> "DiffCodePipeline":
+        """Load weights by catalog name (None: the default model) or from a folder, onto ``device``.
+
+        ``progress(bytes_done, bytes_total)`` and ``cancel`` apply to a download, if one is needed.
+        """
+        from .models import DiffCodeModel
+
+        target = devices.resolve_device(device)
+        if target.type == "cpu":
+            devices.configure_cpu_threads(threads)
+        weights = resolve(model, catalog=catalog, allow_download=allow_download, progress=progress,
+                          cancel=cancel, show_progress=show_progress)
+        network = DiffCodeModel.from_pretrained(weights.folder, device=target, dtype=devices.inference_dtype(target))
+        return cls(network, weights, target, message)
+
+    # -- public call ----------------------------------------------------------------------------
+    def __call__(
+        self,
+        image: Union[sitk.Image, np.ndarray],
+        task: str,
+        scale: int = 1,
+        steps: Optional[int] = None,
+        fidelity: Optional[float] = None,
+        seed: int = 0,
+        samples: int = 1,
+        progress: Optional[Progress] = None,
+        cancel: Optional[CancelToken] = None,
+        spacing: Optional[Sequence[float]] = None,
+        origin: Optional[Sequence[float]] = None,
+        direction: Optional[Sequence[float]] = None,
+        batch_size: Optional[int] = None,
+        tile_size: Optional[int] = None,
+    ) -> RestoreResult:
+        """Restore ``image`` for ``task``; see the module docstring for what happens to it.
+
+        ``progress(done, total)`` counts slices (times samples); ``cancel`` stops within one batch
+        with ``RestoreCancelled``. A NumPy array is indexed like ``SimpleITK.GetArrayFromImage``
+        with spacing/origin/direction in SimpleITK's (i, j, k) order.
+        """
+        spec = get_task(task)
+        steps, fidelity = self._check_options(spec, scale, steps, fidelity, samples, seed, batch_size, tile_size)
+        if isinstance(image, np.ndarray):
+            image = image_from_array(image, spacing, origin, direction)
+        elif not isinstance(image, sitk.Image):
+            raise VolumeError(f"input must be a SimpleITK image or a NumPy array, not {type(image).__name__}.")
+        check_volume(image, "input")
+        if image.GetDimension() == 3 and sorted(image.GetSize())[1] == 1:
+            raise VolumeError(f"input: a {tuple(image.GetSize())} volume is a line, not an image; give 2D slices.")
+
+        axis = slice_axis(image)
+        volume = sitk.GetArrayViewFromImage(image)
+        volume = volume[None] if volume.ndim == 2 else volume
+        slices = np.moveaxis(volume, 2 - axis, 0)  # (N, rows, cols), a view
+        offset, norm_scale = self._intensity(spec, volume)
+        out_dtype = self._output_dtype(spec, volume.dtype)
+
+        size, out_spacing, out_origin = super_resolution_geometry(image, axis, scale)
+        out_volume = np.empty(tuple(reversed(size)) if image.GetDimension() == 3 else (1,) + tuple(reversed(size)),
+                              dtype=out_dtype)
+        out_slices = np.moveaxis(out_volume, 2 - axis, 0)
+        spread = np.empty(out_volume.shape, np.float32) if samples > 1 else None
+        spread_slices = np.moveaxis(spread, 2 - axis, 0) if spread is not None else None
+
+        rows, cols = out_slices.shape[1:]
+        multiple = self.model.size_multiple
+        padded = (_round_up(rows, multiple), _round_up(cols, multiple))
+        plan = devices.plan_work(self.device, padded, batch_size, tile_size, self._bytes_per_pixel)
+        total, done = slices.shape[0] * samples, 0
+        if progress:
+            progress(0, total)
+        with torch.inference_mode():
+            start = 0
+            while start < slices.shape[0]:
+                stop = min(slices.shape[0], start + plan.batch)
+                if cancel is not None and cancel.cancelled:
+                    raise RestoreCancelled("restoration cancelled; nothing was written.")
+                batch = self._prepare(spec, slices[start:stop], offset, norm_scale, scale)
+                try:
+                    mean, std = self._restore_batch(batch, spec, start, steps, fidelity, seed, samples, plan,
+                                                    cancel, padded, user_sized=batch_size is not None)
+                except _Retry:
+                    continue
+                restored = denormalize(spec.name, mean[:, :rows, :cols], offset, norm_scale)
+                if spec.norm_range is not None and scale == 1:
+                    source = slices[start:stop]
+                    outside = (source < spec.norm_range[0]) | (source > spec.norm_range[1])
+                    restored = np.where(outside, source, restored)
+                out_slices[start:stop] = _cast(restored, out_dtype)
+                if spread_slices is not None:
+                    spread_slices[start:stop] = std[:, :rows, :cols] * norm_scale
+                done += (stop - start) * samples
+                if progress:
+                    progress(done, total)
+                start = stop
+
+        result = _to_image(out_volume, image, out_spacing, out_origin)
+        uncertainty = _to_image(spread, image, out_spacing, out_origin) if spread is not None else None
+        metadata = self.provenance(spec, scale, steps, fidelity, seed, samples, plan.device)
+        return RestoreResult(result, uncertainty, metadata)
+
+    # -- pieces ---------------------------------------------------------------------------------
+    def _check_options(self, spec: TaskSpec, scale, steps, fidelity, samples, seed, batch_size, tile_size):
+        config = self.model.config
+        if scale not in SR_SCALES:
+            raise ValueError(f"scale must be one of {', '.join(map(str, SR_SCALES))}, not {scale!r}.")
+        if scale != 1 and spec.name != "mri-sr":
+            raise ValueError(f"scale {scale} is for MRI super-resolution only; use scale 1 for {spec.name}.")
+        steps = config.default_steps if steps is None else int(steps)
+        limit = getattr(config, "diffusion_timesteps", steps)
+        if not 1 <= steps <= limit:
+            raise ValueError(f"steps must be between 1 and {limit}, not {steps}.")
+        fidelity = config.default_fidelity if fidelity is None else float(fidelity)
+        if not 0.0 <= fidelity <= 1.0:
+            raise ValueError(f"fidelity must be between 0 and 1, not {fidelity}.")
+        if not 1 <= int(samples) <= MAX_SAMPLES:
+            raise ValueError(f"samples must be between 1 and {MAX_SAMPLES}, not {samples}.")
+        if int(seed) < 0:
+            raise ValueError(f"seed must be a non-negative integer, not {seed}.")
+        if batch_size is not None and int(batch_size) < 1:
+            raise ValueError(f"batch size must be at least 1, not {batch_size}.")
+        if tile_size is not None and (int(tile_size) < devices.MIN_TILE or int(tile_size) % self.model.size_multiple):
+            raise ValueError(f"tile size must be a multiple of {self.model.size_multiple} and at least "
+                             f"{devices.MIN_TILE}, not {tile_size}.")
+        return steps, fidelity
+
+    @staticmethod
+    def _intensity(spec: TaskSpec, volume: np.ndarray) -> Tuple[float, float]:
+        """(offset, scale) once per volume; MRI's percentile from a regular subsample of voxels."""
+        if spec.norm_range is not None:
+            return intensity_scale(spec.name, volume[:1])
+        flat = volume.reshape(-1)
+        step = max(1, flat.size // MRI_SCALE_SAMPLE)
+        return intensity_scale(spec.name, np.asarray(flat[::step], dtype=np.float32))
+
+    @staticmethod
+    def _output_dtype(spec: TaskSpec, dtype: np.dtype) -> np.dtype:
+        if spec.modality == "CT" and dtype.kind in "iu":
+            return dtype
+        return np.dtype(np.float32)
+
+    def _prepare(self, spec: TaskSpec, source: np.ndarray, offset: float, scale_: float, scale: int) -> np.ndarray:
+        """Normalised float32 slices, upsampled for MRI SR, padded (reflection) to the model stride."""
+        batch = np.asarray(source, dtype=np.float32)
+        if scale > 1:
+            batch = upsample_voxel_centred(batch, scale)
+        batch = normalize(spec.name, batch, offset, scale_)
+        multiple = self.model.size_multiple
+        pad_rows = _round_up(batch.shape[1], multiple) - batch.shape[1]
+        pad_cols = _round_up(batch.shape[2], multiple) - batch.shape[2]
+        if pad_rows or pad_cols:
+            batch = np.pad(batch, ((0, 0), (0, pad_rows), (0, pad_cols)), mode="symmetric")
+        return np.ascontiguousarray(batch)
+
+    def _restore_batch(self, batch: np.ndarray, spec: TaskSpec, first_index: int, steps: int, fidelity: float,
+                       seed: int, samples: int, plan: devices.WorkPlan, cancel, padded, user_sized: bool):
+        """Mean and std over samples of the restored, still normalised batch (N, rows, cols)."""
+        total = np.zeros(batch.shape, np.float64) if samples > 1 else None
+        squares = np.zeros(batch.shape, np.float64) if samples > 1 else None
+        single = None
+        for sample in range(samples):
+            if cancel is not None and cancel.cancelled:
+                raise RestoreCancelled("restoration cancelled; nothing was written.")
+            restored = self._run_tiles(batch, spec, first_index, sample, steps, fidelity, seed, plan, padded,
+                                       user_sized)
+            if samples == 1:
+                single = restored
+            else:
+                total += restored
+                squares += np.square(restored, dtype=np.float64)
+        if samples == 1:
+            return single, None
+        mean = total / samples
+        std = np.sqrt(np.maximum(squares / samples - mean * mean, 0.0))
+        return mean.astype(np.float32), std.astype(np.float32)
+
+    def _run_tiles(self, batch: np.ndarray, spec: TaskSpec, first_index: int, sample: int, steps: int,
+                   fidelity: float, seed: int, plan: devices.WorkPlan, padded, user_sized: bool) -> np.ndarray:
+        n, rows, cols = batch.shape
+        stride = self.model.size_multiple
+        noise = self._draw_noise(n, first_index, sample, steps, seed, rows, cols)
+        tile = plan.tile
+        step = tile - 2 * self.context - self.blend
+        if step < stride and (rows > tile or cols > tile):
+            raise ValueError(f"tile size {tile} is too small for the tile context and blend "
+                             f"({2 * self.context + self.blend + stride} pixels at least).")
+        row_starts = tile_starts(rows, tile, step)
+        col_starts = tile_starts(cols, tile, step)
+        if len(row_starts) == 1 and len(col_starts) == 1:
+            return self._run_model(batch, noise, spec, steps, fidelity, plan, user_sized)
+        out = np.zeros(batch.shape, np.float32)
+        weight_sum = np.zeros((rows, cols), np.float32)
+        for r0 in row_starts:
+            for c0 in col_starts:
+                r1, c1 = min(rows, r0 + tile), min(cols, c0 + tile)
+                crop = noise[:, :, :, r0 // stride:r1 // stride, c0 // stride:c1 // stride]
+                y = self._run_model(batch[:, r0:r1, c0:c1], crop, spec, steps, fidelity, plan, user_sized)
+                w = np.outer(tile_weights_1d(r0, r1 - r0, rows, self.context, self.blend),
+                             tile_weights_1d(c0, c1 - c0, cols, self.context, self.blend))
+                out[:, r0:r1, c0:c1] += y * w
+                weight_sum[r0:r1, c0:c1] += w
+        return out / weight_sum
+
+    def _draw_noise(self, n, first_index, sample, steps, seed, rows, cols) -> torch.Tensor:
+        """(draws, N, C, rows/s, cols/s) diffusion noise for whole slices, seeded per slice and sample."""
+        schedule = getattr(self.model, "schedule", None)
+        if getattr(self.model, "denoiser", None) is None or schedule is None:
+            return torch.zeros((0, n, 1, rows // self.model.size_multiple, cols // self.model.size_multiple))
+        draws = len(schedule.step_indices(steps))
+        shape = (draws, self.model.config.latent_dim, rows // self.model.size_multiple, cols // self.model.size_multiple)
+        per_slice = []
+        for i in range(n):
+            generator = torch.Generator().manual_seed(slice_seed(seed, first_index + i, sample))
+            per_slice.append(torch.randn(shape, generator=generator))
+        return torch.stack(per_slice, dim=1)
+
+    def _run_model(self, x: np.ndarray, noise: torch.Tensor, spec: TaskSpec, steps: int, fidelity: float,
+                   plan: devices.WorkPlan, user_sized: bool) -> np.ndarray:
+        """One model call; on out-of-memory shrink the plan (then leave the GPU) and retry the batch."""
+        tensor = torch.from_numpy(x).unsqueeze(1).to(plan.device, dtype=_model_dtype(self.model))
+        original = getattr(self.model, "schedule", None)
+        try:
+            if noise.shape[0]:
+                self.model.schedule = schedule_with_noise(original, noise)
+            calibrate = plan.device.type == "cuda" and self._bytes_per_pixel is None
+            if calibrate:
+                torch.cuda.reset_peak_memory_stats(plan.device)
+                before = torch.cuda.memory_allocated(plan.device)
+            y = self.model.restore(tensor, spec.index, steps=steps, fidelity=fidelity)
+            if calibrate:
+                peak = torch.cuda.max_memory_allocated(plan.device) - before
+                self._bytes_per_pixel = peak / float(x.size)
+            return y[:, 0].float().cpu().numpy()
+        except Exception as error:
+            if not devices.is_out_of_memory(error):
+                raise
+            self._shrink(plan, user_sized)
+            raise _Retry() from None
+        finally:
+            if original is not None:
+                self.model.schedule = original
+
+    def _shrink(self, plan: devices.WorkPlan, user_sized: bool) -> None:
+        devices.release_memory(plan.device)
+        if plan.smaller():
+            self.message(f"Out of memory on {plan.device.type}: retrying with batch {plan.batch}, tile {plan.tile}.")
+            return
+        if plan.device.type == "cpu":
+            raise MemoryError("out of memory even on the CPU with the smallest tiles; close other programs.")
+        self.message(f"Out of memory on {plan.device.type} even with the smallest tiles: continuing on the CPU "
+                     "(slower).")
+        self.model.to(device="cpu", dtype=torch.float32)
+        self.device = torch.device("cpu")
+        devices.configure_cpu_threads()
+        cpu_plan = devices.plan_work(self.device, (plan.tile, plan.tile))
+        plan.device, plan.batch, plan.tile = self.device, cpu_plan.batch, devices.DEFAULT_TILE["cpu"]
+
+    def provenance(self, spec: TaskSpec, scale: int, steps: int, fidelity: float, seed: int, samples: int,
+                   device: torch.device) -> Dict[str, object]:
+        return {
+            "software": "DiffCode Restore",
+            "version": __version__,
+            "task": spec.name,
+            "model": self.weights.name,
+            "revision": self.weights.revision,
+            "sha256": self.weights.sha256,
+            "weights_source": self.weights.source,
+            "options": {"scale": scale, "steps": steps, "fidelity": fidelity, "seed": seed, "samples": samples},
+            "device": device.type,
+            "created": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
+        }
+
+
+class _Retry(Exception):
+    """Internal: the batch hit out-of-memory and the plan was shrunk; run the batch again."""
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return int(math.ceil(value / multiple) * multiple)
+
+
+def _model_dtype(model) -> torch.dtype:
+    return next(model.parameters()).dtype
+
+
+def _cast(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+    return values.astype(dtype, copy=False)
+
+
+def _to_image(array: np.ndarray, reference: sitk.Image, spacing, origin) -> sitk.Image:
+    if reference.GetDimension() == 2:
+        array = array[0]
+    image = sitk.GetImageFromArray(array, isVector=False)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    image.SetDirection(reference.GetDirection())
+    return image

@@ -1,0 +1,409 @@
+"""The worker process that does the heavy work for the Slicer module, and the module's handle on it.
+
+Why a separate process: restoration (torch, minutes on a CPU) and weight downloads must not freeze
+Slicer, must be cancellable at any moment (killing the process tree is the only cancel that always
+works, even inside a CUDA kernel or a stalled download), and a crash or out-of-memory in torch must
+not take the user's scene with it.
+
+The worker side (run it with Slicer's ``PythonSlicer`` or any Python that has the package)::
+
+    python -m DiffCodeRestoreLib.worker REQUEST.json
+
+reads one request (JSON: ``action`` restore | download | probe, and its fields, see
+``WorkerRequest``), prints machine-readable events on stdout, one per line::
+
+    DIFFCODE {"event": "progress", "fraction": 0.25, "message": "slice 3 of 12"}
+
+writes its output atomically (temporary name, then rename; nothing on cancel or error) and exits
+0, or non-zero with one clear line on stderr (and an ``error`` event saying which kind: input,
+weights, no_gpu, out_of_memory, internal). SIGTERM/SIGINT cancel cleanly.
+
+The client side, ``WorkerJob``, is Qt-free: it starts the process in its own process group, reads
+its output on background threads, hands parsed events to whoever polls (the module polls from a
+QTimer, so the UI stays responsive) and kills the whole process tree on cancel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+EVENT_PREFIX = "DIFFCODE "
+ACTIONS = ("restore", "download", "probe")
+OPTION_NAMES = ("scale", "steps", "fidelity", "seed", "samples", "tile_size")
+EXIT_OK, EXIT_ERROR, EXIT_BAD_REQUEST, EXIT_CANCELLED = 0, 1, 2, 130
+ERROR_KINDS = ("input", "weights", "no_gpu", "out_of_memory", "cancelled", "internal")
+PACKAGE_PARENT = Path(__file__).resolve().parent.parent  # the folder that holds DiffCodeRestoreLib
+
+
+class WorkerError(RuntimeError):
+    """The worker failed; ``kind`` is one of ``ERROR_KINDS`` so the caller can offer a remedy."""
+
+    def __init__(self, message: str, kind: str = "internal"):
+        super().__init__(message)
+        self.kind = kind
+
+
+# ----------------------------------------------------------------------------------------------------
+# The request
+
+
+@dataclass
+class WorkerRequest:
+    """What the worker is asked to do. Paths are absolute; ``options`` go to the pipeline call."""
+
+    action: str = "restore"
+    input: Optional[str] = None
+    output: Optional[str] = None
+    task: Optional[str] = None
+    uncertainty_output: Optional[str] = None
+    model: Optional[str] = None  # catalog name or weights folder; None: the catalog's default
+    device: str = "auto"
+    options: Dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> "WorkerRequest":
+        if self.action not in ACTIONS:
+            raise ValueError(f"unknown action {self.action!r}: choose one of {', '.join(ACTIONS)}.")
+        unknown = sorted(set(self.options) - set(OPTION_NAMES))
+        if unknown:
+            raise ValueError(f"unknown option(s) {', '.join(unknown)}: allowed are {', '.join(OPTION_NAMES)}.")
+        if self.action == "restore":
+            missing = [name for name in ("input", "output", "task") if not getattr(self, name)]
+            if missing:
+                raise ValueError(f"a restore request needs {', '.join(missing)}.")
+            from .tasks import get_task
+
+            get_task(self.task)
+        return self
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "WorkerRequest":
+        try:
+            data = json.loads(text)
+        except ValueError as error:
+            raise ValueError(f"the request is not valid JSON ({error}).") from None
+        if not isinstance(data, dict):
+            raise ValueError("the request must be a JSON object.")
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown request field(s): {', '.join(unknown)}.")
+        return cls(**data).validate()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Events (both sides)
+
+
+def format_event(event: str, **fields: Any) -> str:
+    return EVENT_PREFIX + json.dumps({"event": event, **fields}, sort_keys=True)
+
+
+def parse_event(line: str) -> Optional[Dict[str, Any]]:
+    """The event carried by one stdout line, or None for any other output (library chatter)."""
+    line = line.strip()
+    if not line.startswith(EVENT_PREFIX):
+        return None
+    try:
+        event = json.loads(line[len(EVENT_PREFIX):])
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) and "event" in event else None
+
+
+def emit(event: str, **fields: Any) -> None:
+    print(format_event(event, **fields), flush=True)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The worker side
+
+
+class _CancelToken:
+    """Set by SIGTERM/SIGINT; the pipeline checks it between batches, the download per chunk."""
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def __bool__(self) -> bool:
+        return self.cancelled
+
+
+def _classify(error: BaseException) -> str:
+    from .hub import WeightsError as HubWeightsError
+    from .models import WeightsError as ModelWeightsError
+    from .volume_io import VolumeError
+
+    if isinstance(error, (HubWeightsError, ModelWeightsError)):
+        return "weights"
+    if isinstance(error, VolumeError):
+        return "input"
+    try:
+        from .device import is_out_of_memory
+
+        if is_out_of_memory(error):
+            return "out_of_memory"
+    except ImportError:  # no torch: cannot be an out-of-memory error
+        pass
+    text = str(error)
+    if isinstance(error, ValueError) and ("CUDA" in text or "'mps'" in text):
+        return "no_gpu"
+    if isinstance(error, ValueError):
+        return "input"
+    return "internal"
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def _probe() -> None:
+    """Report what hardware torch sees, for the module's device selector."""
+    import torch
+
+    from .device import describe, mps_available, resolve_device
+
+    gpus = [
+        {"index": i, "name": torch.cuda.get_device_name(i),
+         "memory_gib": round(torch.cuda.get_device_properties(i).total_memory / 2**30, 1)}
+        for i in range(torch.cuda.device_count())
+    ] if torch.cuda.is_available() else []
+    emit("probe", torch=torch.__version__, cuda=torch.version.cuda, gpus=gpus, mps=mps_available(),
+         auto=describe(resolve_device("auto")))
+
+
+def _byte_progress(done: int, total: int) -> None:
+    emit("progress", fraction=(done / total) if total else 0.0,
+         message=f"downloading weights: {done / 2**20:.1f} of {total / 2**20:.1f} MB", done=done, total=total)
+
+
+def _download(request: WorkerRequest, cancel: _CancelToken) -> None:
+    from .hub import resolve
+
+    weights = resolve(request.model, progress=_byte_progress, cancel=cancel)
+    emit("done", model=weights.name, folder=str(weights.folder), source=weights.source, sha256=weights.sha256)
+
+
+def _restore(request: WorkerRequest, cancel: _CancelToken) -> None:
+    from .pipeline import DiffCodePipeline, RestoreCancelled
+    from .volume_io import read_volume, write_volume
+
+    image = read_volume(request.input)
+    emit("status", message="loading the model")
+    pipeline = DiffCodePipeline.from_pretrained(
+        request.model, device=request.device, progress=_byte_progress, cancel=cancel,
+        message=lambda text: emit("warning", message=text),
+    )
+    emit("status", message=f"restoring on {pipeline.device.type}", device=pipeline.device.type)
+
+    def on_progress(done: int, total: int) -> None:
+        emit("progress", fraction=(done / total) if total else 0.0, message=f"slice {done} of {total}",
+             done=done, total=total)
+
+    try:
+        result = pipeline(image, task=request.task, progress=on_progress, cancel=cancel, **request.options)
+    except RestoreCancelled:
+        raise KeyboardInterrupt from None
+    if cancel:
+        raise KeyboardInterrupt
+    write_volume(result.image, request.output, metadata=result.metadata, overwrite=True)
+    uncertainty = None
+    if request.uncertainty_output and result.uncertainty is not None:
+        uncertainty = str(write_volume(result.uncertainty, request.uncertainty_output, metadata=result.metadata,
+                                       overwrite=True))
+    emit("done", output=request.output, uncertainty=uncertainty, metadata=result.metadata)
+
+
+def run(request: WorkerRequest) -> int:
+    """Carry out one request in this process; return the exit code (events go to stdout)."""
+    cancel = _CancelToken()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: cancel.cancel())
+    emit("start", action=request.action, pid=os.getpid())
+    try:
+        {"restore": _restore, "download": _download, "probe": lambda r, c: _probe()}[request.action](request, cancel)
+        return EXIT_OK
+    except KeyboardInterrupt:
+        emit("error", kind="cancelled", message="cancelled; no output was written.")
+        return EXIT_CANCELLED
+    except Exception as error:  # every failure ends as one line, never a traceback
+        kind = "cancelled" if type(error).__name__ == "DownloadCancelled" else _classify(error)
+        message = _first_line(error)
+        emit("error", kind=kind, message=message)
+        print(f"DiffCode Restore: {message}", file=sys.stderr, flush=True)
+        return EXIT_CANCELLED if kind == "cancelled" else EXIT_ERROR
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) != 1:
+        print("usage: python -m DiffCodeRestoreLib.worker REQUEST.json", file=sys.stderr)
+        return EXIT_BAD_REQUEST
+    try:
+        request = WorkerRequest.from_json(Path(argv[0]).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        print(f"DiffCode Restore: bad request {argv[0]}: {_first_line(error)}", file=sys.stderr, flush=True)
+        return EXIT_BAD_REQUEST
+    return run(request)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The client side
+
+
+def kill_process_tree(process: "subprocess.Popen") -> None:
+    """Kill a worker started by ``WorkerJob`` and everything it started (launchers spawn children)."""
+    if process.poll() is not None:
+        return
+    if os.name == "nt":
+        subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True, check=False)
+    else:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # the worker leads its own process group
+        except ProcessLookupError:
+            pass
+    process.wait()
+
+
+class WorkerJob:
+    """One worker process: ``start``, then ``poll`` for events until ``finished``; ``cancel`` kills it.
+
+    The job owns a temporary folder (``workdir``) for the request and the files exchanged with the
+    worker; ``cleanup`` removes it. ``python`` is the interpreter to run (in Slicer: PythonSlicer).
+    """
+
+    def __init__(self, request: WorkerRequest, python: Optional[str] = None, env: Optional[Dict[str, str]] = None,
+                 workdir: Optional[str] = None):
+        self.request = request
+        self.python = python or sys.executable
+        self.env = dict(os.environ if env is None else env)
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="diffcode-"))
+        self.process: Optional[subprocess.Popen] = None
+        self.cancelled = False
+        self.error_lines: List[str] = []
+        self.log_lines: List[str] = []
+        self.result: Optional[Dict[str, Any]] = None
+        self.error: Optional[Dict[str, Any]] = None
+        self._queue: "queue.Queue[Optional[Dict[str, Any]]]" = queue.Queue()
+        self._readers: List[threading.Thread] = []
+
+    def path(self, name: str) -> str:
+        """A path inside the job's folder, for files passed to or from the worker."""
+        return str(self.workdir / name)
+
+    def command(self, request_path: str) -> List[str]:
+        return [self.python, "-m", "DiffCodeRestoreLib.worker", request_path]
+
+    def start(self) -> "WorkerJob":
+        request_path = self.path("request.json")
+        Path(request_path).write_text(self.request.validate().to_json(), encoding="utf-8")
+        env = dict(self.env)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_PARENT), env.get("PYTHONPATH")]))
+        env["PYTHONUNBUFFERED"] = "1"
+        kwargs: Dict[str, Any] = {}
+        if os.name == "nt":
+            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)
+        else:
+            kwargs["start_new_session"] = True
+        self.process = subprocess.Popen(
+            self.command(request_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            text=True, encoding="utf-8", errors="replace", env=env, cwd=str(self.workdir), **kwargs
+        )
+        self._readers = [
+            threading.Thread(target=self._read_stdout, daemon=True),
+            threading.Thread(target=self._read_stderr, daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+        return self
+
+    def _read_stdout(self) -> None:
+        for line in self.process.stdout:
+            event = parse_event(line)
+            if event is None:
+                if line.strip():
+                    self.log_lines.append(line.rstrip())
+                continue
+            if event["event"] == "done":
+                self.result = event
+            elif event["event"] == "error":
+                self.error = event
+            self._queue.put(event)
+
+    def _read_stderr(self) -> None:
+        for line in self.process.stderr:
+            if line.strip():
+                self.error_lines.append(line.rstrip())
+
+    def poll(self) -> List[Dict[str, Any]]:
+        """Events received since the last call (never blocks)."""
+        events = []
+        while True:
+            try:
+                events.append(self._queue.get_nowait())
+            except queue.Empty:
+                return events
+
+    @property
+    def finished(self) -> bool:
+        """The process has exited and all its output has been read."""
+        if self.process is None or self.process.poll() is None:
+            return False
+        return not any(reader.is_alive() for reader in self._readers)
+
+    @property
+    def returncode(self) -> Optional[int]:
+        return None if self.process is None else self.process.poll()
+
+    def cancel(self) -> None:
+        """Kill the worker and its children at once; no output file is left complete."""
+        self.cancelled = True
+        if self.process is not None:
+            kill_process_tree(self.process)
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        """Block until the worker has exited and its output is read; return the exit code."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.finished:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"the worker did not finish within {timeout} s.")
+            time.sleep(0.05)
+        return self.process.returncode
+
+    def outcome(self) -> Dict[str, Any]:
+        """The ``done`` event of a finished job; else raise ``WorkerError`` with one clear line."""
+        if self.cancelled:
+            raise WorkerError("Cancelled; nothing was changed.", "cancelled")
+        if self.result is not None and self.returncode == EXIT_OK:
+            return self.result
+        if self.error is not None:
+            raise WorkerError(self.error.get("message", "the worker failed."), self.error.get("kind", "internal"))
+        last = (self.error_lines or self.log_lines or [f"the worker exited with code {self.returncode}"])[-1]
+        raise WorkerError(last, "internal")
+
+    def cleanup(self) -> None:
+        """Kill the worker if still running and delete the job's folder (input/output copies)."""
+        if self.process is not None and self.process.poll() is None:
+            kill_process_tree(self.process)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

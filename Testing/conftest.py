@@ -1,0 +1,19 @@
+"""Shared fixtures. Real data comes from the cache that `make test` fills (make data) first."""
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory):
+    """A folder with config.json + model.safetensors of a seeded, random-initialised tiny model."""
+    from DiffCodeRestoreLib.models import DiffCodeConfig, DiffCodeModel
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-weights")
+    DiffCodeModel(DiffCodeConfig.preset("tiny")).save_pretrained(folder, fp16=False)
+    return folder
