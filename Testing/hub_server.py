@@ -10,7 +10,7 @@ It answers what ``huggingface_hub`` asks when downloading and publishing:
   ``/api/models/{repo}/commit/{rev}`` (``HfApi.upload_folder`` with regular, inline uploads).
 
 Commits are deterministic: the SHA-1 over the sorted ``filename sha256`` lines of the files.
-Faults for tests: ``corrupt`` (serve other bytes than published), ``cut_transfers`` (send half of a
+Faults for tests: ``corrupt`` (serve other bytes than published), ``cut_transfer`` (send half of a
 file then drop the connection, then answer 503: the Hub went away), ``stop``/``start`` on the same port.
 """
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -43,8 +44,10 @@ class HubServer:
     def __init__(self) -> None:
         self.repos: Dict[str, Repo] = {}
         self.corrupted: Dict[tuple, bytes] = {}
-        self.cut_fraction: Optional[float] = None
+        self.cut: Optional[tuple] = None  # (filename, fraction)
+        self.gone: set = set()  # files whose transfer was cut: the Hub then answers 503
         self.requests: list = []
+        self.connections: set = set()  # open keep-alive sockets: closed by stop(), like a dead server
         self._lock = threading.Lock()
         self._server: Optional[ThreadingHTTPServer] = None
         self.port = 0
@@ -67,6 +70,12 @@ class HubServer:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        for connection in list(self.connections):
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.connections.clear()
 
     # -- content --------------------------------------------------------------------------------
     def add_repo(self, repo_id: str, files: Dict[str, bytes], commit: Optional[str] = None) -> str:
@@ -85,9 +94,11 @@ class HubServer:
         data[len(data) // 2] ^= 0xFF
         self.corrupted[(repo_id, filename)] = bytes(data)
 
-    def cut_transfers(self, fraction: Optional[float] = 0.5) -> None:
-        """Drop every file transfer after ``fraction`` of its bytes; later requests get 503."""
-        self.cut_fraction = fraction
+    def cut_transfer(self, filename: Optional[str], fraction: float = 0.5) -> None:
+        """Drop the next transfer of ``filename`` after ``fraction`` of its bytes; later GETs of it get
+        503 (the connection broke and the Hub became unavailable). ``None`` restores normal service."""
+        self.cut = None if filename is None else (filename, fraction)
+        self.gone.clear()
 
     def resolve(self, repo_id: str, revision: str):
         repo = self.repos.get(repo_id)
@@ -103,6 +114,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args) -> None:  # keep test output clean
         pass
+
+    def setup(self) -> None:
+        super().setup()
+        self.hub.connections.add(self.connection)
+
+    def finish(self) -> None:
+        self.hub.connections.discard(self.connection)
+        super().finish()
 
     # -- helpers --------------------------------------------------------------------------------
     def _send(self, status: int, body: bytes = b"", headers: Optional[dict] = None, head: bool = False) -> None:
@@ -215,10 +234,10 @@ class _Handler(BaseHTTPRequestHandler):
         if head:
             self._send(200, data, headers, head=True)
             return
-        cut = self.hub.cut_fraction
-        if cut is not None and self.headers.get("Range"):
+        if filename in self.hub.gone:
             self._error(503, "Unavailable", "Service Unavailable")
             return
+        cut = self.hub.cut[1] if self.hub.cut and self.hub.cut[0] == filename else None
         start = 0
         if self.headers.get("Range", "").startswith("bytes="):
             start = int(self.headers["Range"][6:].split("-")[0])
@@ -233,7 +252,8 @@ class _Handler(BaseHTTPRequestHandler):
         if cut is None:
             self.wfile.write(body)
             return
+        self.hub.gone.add(filename)
         self.wfile.write(body[: int(len(body) * cut)])
         self.wfile.flush()
         self.close_connection = True
-        self.connection.shutdown(2)
+        self.connection.shutdown(socket.SHUT_RDWR)

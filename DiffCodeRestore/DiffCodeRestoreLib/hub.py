@@ -145,7 +145,9 @@ class Catalog:
     def get(self, name: Optional[str] = None) -> ModelEntry:
         name = name or self.default
         if name not in self.models:
-            raise WeightsError(f"unknown model {name!r}: the catalog has {', '.join(self.models) or 'no models'}.")
+            known = ", ".join(self.models) or "no models yet"
+            raise WeightsError(f"unknown model {name!r} (the catalog {self.path} has {known}); "
+                               "give a weights folder with --model FOLDER.")
         return self.models[name]
 
     def bundled_folder(self, entry: ModelEntry) -> Optional[Path]:
@@ -357,23 +359,27 @@ def resolve(
     )
 
 
-def _progress_bar_class(progress: Optional[ByteProgress], cancel, show: bool):
-    """A tqdm class for ``hf_hub_download`` that reports bytes and stops on cancel (tmp file is removed)."""
+def _progress_bar_class(progress: Optional[ByteProgress], cancel, show: bool, done_before: int, total: int):
+    """A tqdm class for ``hf_hub_download``: reports bytes of the whole model, stops on cancel.
+
+    Raising inside ``update`` aborts the transfer; the client then deletes its temporary file.
+    """
     from tqdm.auto import tqdm
 
     class ByteProgressBar(tqdm):
         def __init__(self, *args, **kwargs):
             kwargs.pop("name", None)
             kwargs["disable"] = not show
+            self.received = 0
             super().__init__(*args, **kwargs)
 
         def update(self, n=1):
             if cancel is not None and getattr(cancel, "cancelled", False):
                 raise DownloadCancelled("download cancelled; nothing was kept.")
-            result = super().update(n)
+            self.received += n or 0
             if progress is not None:
-                progress(int(self.n), int(self.total or 0))
-            return result
+                progress(done_before + self.received, total)
+            return super().update(n)
 
     return ByteProgressBar
 
@@ -390,12 +396,16 @@ def download(
 
     A file that fails the SHA-256 check is deleted and the download refused.
     """
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
 
-    bar = _progress_bar_class(progress, cancel, show_progress)
     endpoint = hub_endpoint(endpoint)
-    for spec in entry.files:
+    done = 0
+    for index, spec in enumerate(entry.files):
+        bar = _progress_bar_class(progress, cancel, show_progress, done, entry.size)
         try:
+            if index == 0:  # one quick question first: the client would retry an unreachable Hub for ~20 s
+                get_hf_file_metadata(hf_hub_url(entry.repo_id, spec.filename, revision=entry.revision,
+                                                endpoint=endpoint), timeout=10)
             path = Path(
                 hf_hub_download(
                     entry.repo_id,
@@ -416,6 +426,9 @@ def download(
                 f"{spec.filename} from {endpoint}/{entry.repo_id}@{entry.revision[:8]} does not match the catalog's "
                 "SHA-256; it was deleted and not used (a proxy may alter downloads, or the catalog is outdated)."
             )
+        done += spec.size
+        if progress is not None:
+            progress(done, entry.size)
     return snapshot_folder(entry, cache_dir)
 
 

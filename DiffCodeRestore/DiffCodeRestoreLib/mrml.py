@@ -15,10 +15,10 @@ Conventions kept here:
   window/level, colour table, voxel quantity/units, parent transform and subject-hierarchy place
   (the input's study or folder) come from the input; provenance goes into ``DiffCode.*`` attributes.
 
-Batch use from Slicer's Python console::
+Batch use from Slicer's Python console (in Slicer's process; the panel uses a worker process)::
 
     from DiffCodeRestoreLib import mrml
-    outputs = mrml.restore_volume_nodes(slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"))
+    outputs = mrml.restore_volume_nodes(mrml.restorable_volume_nodes(slicer.mrmlScene))
 """
 
 from __future__ import annotations
@@ -318,8 +318,20 @@ def store_result(
         return node
     except Exception:
         for leftover in created:
-            scene.RemoveNode(leftover)
+            _remove_with_display(scene, leftover)
         raise
+
+
+def _remove_with_display(scene, node) -> None:
+    """Remove a node we created, with its display nodes and subject-hierarchy item."""
+    displays = [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
+    shNode = scene.GetSubjectHierarchyNode()
+    item = shNode.GetItemByDataNode(node)
+    if item:
+        shNode.RemoveItem(item, False, False)  # keep the data node here; removed just below
+    for leftover in [node] + displays:
+        if leftover is not None and scene.IsNodePresent(leftover):
+            scene.RemoveNode(leftover)
 
 
 def uncertainty_node(output_node):
@@ -375,6 +387,21 @@ def restore_volume_node(
     except VolumeError as error:  # voxels that cannot be restored (constant, NaN): say which node
         raise VolumeNodeError(f"Volume {node_label(input_node)}: {error}") from None
     return store_result(input_node, result.image, task, result.metadata, output_node, result.uncertainty)
+
+
+def restorable_volume_nodes(scene) -> List[Any]:
+    """Every volume in ``scene`` that can be restored and is not itself a DiffCode result."""
+    found = []
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
+        node = scene.GetNthNodeByClass(index, "vtkMRMLScalarVolumeNode")
+        if node.GetAttribute(ATTRIBUTE_PREFIX + "task"):
+            continue
+        try:
+            check_input_node(node)
+        except VolumeNodeError:
+            continue
+        found.append(node)
+    return found
 
 
 def restore_volume_nodes(

@@ -50,7 +50,12 @@ def is_image_file(path: PathLike) -> bool:
 
 def dicom_series_ids(folder: PathLike) -> List[str]:
     """Series instance UIDs of the DICOM files directly inside ``folder`` (empty if none)."""
-    return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or [])
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK prints "No Series were found" on stderr
+    try:
+        return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or [])
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 
 
 def read_volume(path: PathLike) -> sitk.Image:

@@ -8,6 +8,8 @@ Nothing here ships in the Slicer module. The images live in a cache outside the 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 CACHE_ENV = "DIFFCODE_CACHE_DIR"
@@ -21,3 +23,24 @@ def cache_dir() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "diffcode-restore"
+
+
+def staging_dir(parent: Path, prefix: str) -> Path:
+    """A fresh hidden folder beside its final place (same file system: a rename publishes it),
+    with the permissions of an ordinary folder rather than mkdtemp's private ones."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    return folder
+
+
+def publish(staging: Path, final: Path) -> None:
+    """Put a complete ``staging`` folder in place of ``final``; readers never see a half folder."""
+    if final.exists():
+        retired = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=final.parent))
+        final.rename(retired / final.name)
+        staging.rename(final)
+        shutil.rmtree(retired)
+    else:
+        staging.rename(final)

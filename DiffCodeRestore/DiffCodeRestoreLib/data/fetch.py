@@ -27,7 +27,7 @@ import zipfile
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
-from . import cache_dir
+from . import cache_dir, publish, staging_dir
 from .sources import DEBIAN, PYPI_SDIST, PYPI_WHEEL, SOURCES, Source, get_source
 
 MARKER = ".complete.json"
@@ -162,10 +162,7 @@ def _install(source: Source, archive: Path, cache: Path, force: bool) -> None:
     """Extract into a temporary sibling folder, then rename it into place (never a half folder)."""
     root = cache / "sources"
     root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{source.name}.", dir=root))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the cache folder is not
+    staging = staging_dir(root, f".{source.name}.")
     try:
         try:
             files = _extract(source, archive, staging)
@@ -175,14 +172,8 @@ def _install(source: Source, archive: Path, cache: Path, force: bool) -> None:
                   "archive": source.archive, "sha256": source.sha256, "files": files,
                   "fetched": time.strftime("%Y-%m-%dT%H:%M:%S")}
         (staging / MARKER).write_text(json.dumps(marker, indent=1))
-        final = root / source.name
-        if final.exists():
-            if is_fetched(source, cache) and not force:  # a concurrent run finished first
-                return
-            retired = Path(tempfile.mkdtemp(prefix=f".{source.name}.old.", dir=root))
-            final.rename(retired / source.name)
-            shutil.rmtree(retired)
-        staging.rename(final)
+        if force or not is_fetched(source, cache):  # else a concurrent run finished first
+            publish(staging, root / source.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

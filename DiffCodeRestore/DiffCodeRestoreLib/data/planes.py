@@ -86,8 +86,9 @@ def occupied(foreground: np.ndarray, keep: float = 0.5) -> np.ndarray:
 
 
 def spread(indices: Sequence[int], count: Optional[int]) -> np.ndarray:
-    """``count`` indices evenly spread over ``indices`` (all of them if ``count`` is None or larger)."""
+    """``count`` indices evenly spread over ``indices``, the middle of each of ``count`` equal runs
+    (all of them if ``count`` is None or larger; the middle one for a count of 1)."""
     indices = np.asarray(indices)
     if count is None or count >= len(indices):
         return indices
-    return indices[np.round(np.linspace(0, len(indices) - 1, count)).astype(int)]
+    return indices[((np.arange(count) + 0.5) * len(indices) / count).astype(int)]

@@ -28,6 +28,11 @@ AIR_HU = -1024.0
 BATCH_PIXELS = 1 << 21  # slices per projector call = max(1, BATCH_PIXELS // (H*W)): bounds memory
 
 
+def hu_to_mu(hu: np.ndarray) -> np.ndarray:
+    """Linear attenuation (1/mm) from HU; values below air clipped to 0."""
+    return np.clip(MU_WATER_PER_MM * (1.0 + np.asarray(hu, dtype=np.float32) / 1000.0), 0.0, None)
+
+
 def noise_sinogram(clean: torch.Tensor, i0: float, sigma_e: float, rng: np.random.Generator) -> torch.Tensor:
     """Log-domain noise (noisy - clean line integrals) of a transmission scan at I0 photons per ray."""
     expected = i0 * np.exp(-clean.double().numpy())

@@ -33,7 +33,7 @@ def train(tc: TrainConfig, run_dir: Path, device: torch.device, progress: bool =
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "train_config.json").write_text(json.dumps(tc.to_dict(), indent=2))
     log = RunLog(run_dir / "log.jsonl")
-    cases = {task: normalise_cases(task, load_cases(task, "train")) for task in TASKS}
+    cases = {task: normalise_cases(task, load_cases(task, "train", rebuild_stale=False)) for task in TASKS}
     sampler = PatchSampler(cases, tc.patch, tc.seed)
     stage1 = None
     if tc.model_config().prior != "none":

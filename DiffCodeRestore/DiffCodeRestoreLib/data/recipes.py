@@ -1,0 +1,357 @@
+"""What the slice pairs of each task and split are made of: volumes, geometry, degradation, as data.
+
+Test split: the public test volumes at the headline level (MRI colin27 s = 4; CT lung2 I0 = 5e4 with
+2N views and sigma_e = 10 on its native 512 x 512 grid; PET from the ITK head's tissue classes at
+2 mm, 3e6 full counts, 1/12 dose, 20 MLEM iterations), slices spread through the anatomy.
+
+Training split (lessons.md: diversity beats volume): slices resampled over 0.4-1.5 mm pixels and
+128-512 pixel fields of view; MRI references get Rician noise at clinical SNR before degradation
+(so a model learns to keep real texture) and varied contrast; CT dose aimed at 10-100 HU of added
+soft-tissue noise; PET counts and dose over an order of magnitude. A case is a batch of slices that
+share one grid; each slice carries its own degradation level and measured noise.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from ..simulate import ct, mri, pet
+from .fetch import is_fetched
+from .planes import PLANES, Spacing2D, centroid, occupied, plane_stack, resample, spread, window
+from .sources import SOURCES
+from .volumes import ITK_CSF, ITK_GM, ITK_WM, load_volume, split_volumes, volume_source
+
+AIR_HU = -1024.0
+SOFT_TISSUE_HU = (-50.0, 100.0)  # where CT noise is measured: fat excluded, muscle/organs/brain in
+
+PARAMETERS: Dict[Tuple[str, str], dict] = {
+    ("mri-sr", "test"): {"volume": "colin27", "factor": 4, "slices": 14, "seed": 100},
+    ("mri-sr", "train"): {
+        "cases": {"mni152_t1": 16, "itk_t1": 8, "brainweb_t1_slice": 3, "brainweb_pd_slice": 3, "brainweb_pd3": 3},
+        "slices_per_case": 6, "factors": [2, 4], "pixel_mm": [0.4, 1.5], "size_px": [128, 512],
+        "snr": [15.0, 80.0], "gamma": [0.7, 1.4], "background_noise_probability": 0.5, "seed": 101,
+    },
+    ("ct-denoise", "test"): {"volume": "lung2", "i0": 5e4, "views_per_pixel": 2, "sigma_e": 10.0,
+                             "slices": 14, "seed": 200},
+    ("ct-denoise", "train"): {
+        "cases": {"lung1": 6, "cranium": 6}, "slices_per_case": 6, "pixel_mm": [0.4, 1.5], "size_px": [128, 512],
+        "noise_hu": [10.0, 150.0], "i0_reference": 1e5, "i0_limits": [5e3, 3e6], "sigma_e": 10.0, "seed": 201,
+    },
+    ("pet-synthesis", "test"): {"volume": "itk_t1_classes", "pixel_mm": 2.0, "size_px": 128, "full_counts": 3e6,
+                                "dose_fraction": 1 / 12, "iterations": 20, "slices": 14, "seed": 300},
+    ("pet-synthesis", "train"): {
+        "cases": 12, "slices_per_case": 8, "pixel_mm": 2.0, "size_px": 128, "full_counts": [1e6, 1e7],
+        "dose_fraction": [1 / 20, 1 / 4], "iterations": 20, "seed": 301,
+    },
+}
+
+
+def parameters(task: str, split: str, limit: Optional[int] = None) -> dict:
+    """The recipe of one task and split; ``limit`` caps slices (test) or cases and slices per case
+    (train) for quick previews and tests."""
+    split_volumes(task, split)  # validates both names
+    params = copy.deepcopy(PARAMETERS[(task, split)])
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"limit must be a positive number of slices, got {limit}")
+        params["limit"] = int(limit)
+        for key in ("slices", "slices_per_case"):
+            if key in params:
+                params[key] = min(params[key], limit)
+        if isinstance(params.get("cases"), dict):
+            params["cases"] = {name: min(count, limit) for name, count in params["cases"].items()}
+        elif "cases" in params:
+            params["cases"] = min(params["cases"], limit)
+    return params
+
+
+@dataclass
+class Case:
+    """One batch of slice pairs on one grid, plus per-slice facts for the manifest."""
+
+    name: str
+    hq: np.ndarray
+    lq: np.ndarray
+    spacing: Spacing2D
+    level: np.ndarray
+    info: Dict[str, object] = field(default_factory=dict)
+
+
+def used_volumes(task: str, split: str, cache: Optional[Path] = None) -> List[str]:
+    """The split's volumes present in the cache (the Debian ones are optional for training)."""
+    return [name for name in split_volumes(task, split) if is_fetched(SOURCES[volume_source(name)], cache)]
+
+
+def _require(name: str, cache: Optional[Path]) -> None:
+    source = SOURCES[volume_source(name)]
+    if not is_fetched(source, cache):
+        raise FileNotFoundError(
+            f"Volume {name!r} needs the {'required' if source.required else 'optional Debian'} source "
+            f"{source.name!r}: run `python -m DiffCodeRestoreLib.data.fetch --only {source.name}`"
+            + ("" if source.required else " on a Debian/Ubuntu machine") + "."
+        )
+
+
+def _log_uniform(rng: np.random.Generator, bounds, size=None):
+    low, high = bounds
+    return np.exp(rng.uniform(math.log(low), math.log(high), size))
+
+
+def _seed(rng: np.random.Generator) -> int:
+    return int(rng.integers(2 ** 31 - 1))
+
+
+def _foreground_mri(images: np.ndarray) -> np.ndarray:
+    return images > 0.1 * np.percentile(images, 99)
+
+
+def _relative_error(hq: np.ndarray, lq: np.ndarray, mask: np.ndarray) -> List[float]:
+    """Per slice: RMS of lq - hq inside ``mask`` over the mean of hq there."""
+    return [float(np.sqrt(np.mean((l[m] - h[m]) ** 2)) / max(float(h[m].mean()), 1e-12))
+            for h, l, m in zip(hq, lq, mask)]
+
+
+def soft_tissue_noise(hq: np.ndarray, lq: np.ndarray) -> List[float]:
+    """Per slice: std (HU) of the added noise lq - hq where the reference is soft tissue."""
+    out = []
+    for h, l in zip(hq, lq):
+        tissue = (h > SOFT_TISSUE_HU[0]) & (h < SOFT_TISSUE_HU[1])
+        out.append(float((l - h)[tissue].std()) if tissue.sum() > 100 else float("nan"))
+    return out
+
+
+def _training_grid(rng: np.random.Generator, params: dict) -> Tuple[float, int, int]:
+    """A pixel size and a window (rows, cols), each log-uniform over the training ranges."""
+    pixel = float(_log_uniform(rng, params["pixel_mm"]))
+    rows, cols = (int(round(v)) for v in _log_uniform(rng, params["size_px"], 2))
+    return pixel, rows, cols
+
+
+def _jittered_centre(rng: np.random.Generator, mask: np.ndarray, shape: Tuple[int, int]) -> Tuple[float, float]:
+    """The object's centroid, moved at random by up to the slack between object extent and window."""
+    centre = centroid(mask)
+    points = np.argwhere(mask)
+    extent = points.max(axis=0) - points.min(axis=0) + 1 if points.size else np.array(mask.shape)
+    slack = np.maximum(extent - np.asarray(shape), 0) / 2
+    return centre[0] + rng.uniform(-slack[0], slack[0] + 1e-9), centre[1] + rng.uniform(-slack[1], slack[1] + 1e-9)
+
+
+# ---- MRI super-resolution -------------------------------------------------------------------------
+
+def _mri_test(params: dict, cache: Optional[Path]) -> Iterator[Case]:
+    _require(params["volume"], cache)
+    stack, spacing = plane_stack(load_volume(params["volume"], cache))
+    stack = stack.astype(np.float32)
+    chosen = spread(occupied(_foreground_mri(stack)), params["slices"])
+    hq = stack[chosen]
+    lq = mri.kspace_truncate(hq, params["factor"])
+    yield Case(params["volume"], hq, lq, spacing, np.full(len(hq), float(params["factor"]), np.float32),
+               {"slice_index": chosen.tolist(), "lq_error_rel": _relative_error(hq, lq, _foreground_mri(hq))})
+
+
+def _mri_train(params: dict, cache: Optional[Path]) -> Iterator[Case]:
+    rng = np.random.default_rng(params["seed"])
+    for name in used_volumes("mri-sr", "train", cache):
+        volume = load_volume(name, cache)
+        for number in range(params["cases"][name]):
+            plane = str(rng.choice(PLANES)) if volume.GetDimension() == 3 and volume.GetSize()[2] > 3 else "axial"
+            stack, spacing = plane_stack(volume, plane)
+            stack = np.clip(stack.astype(np.float32), 0, None)
+            candidates = occupied(_foreground_mri(stack))
+            picks = rng.choice(candidates, params["slices_per_case"], replace=len(candidates) < params["slices_per_case"])
+            pixel, rows, cols = _training_grid(rng, params)
+            clean, exact = resample(stack[picks], spacing, pixel, order=3)
+            clean = np.clip(clean, 0, None)
+            gamma = float(_log_uniform(rng, params["gamma"]))
+            top = float(np.percentile(clean, 99.5)) or 1.0
+            clean = (clean / top) ** gamma * top  # a monotonic change of contrast
+            shape = (max(128, min(rows, clean.shape[1])), max(128, min(cols, clean.shape[2])))
+            clean = window(clean, shape, _jittered_centre(rng, _foreground_mri(clean).any(axis=0), shape), 0.0)
+            background_noise = bool(rng.random() < params["background_noise_probability"])
+            snr = _log_uniform(rng, params["snr"], len(clean))
+            factors = rng.choice(params["factors"], len(clean)).astype(np.float32)
+            hq = np.empty_like(clean)
+            sigmas = []
+            for index, image in enumerate(clean):
+                sigma = mri.rician_sigma_for_snr(image, float(snr[index]))
+                noisy = mri.add_rician_noise(image, sigma, rng)
+                if not background_noise:  # processed scans (templates, colin27) have a zeroed background
+                    head = ndimage.binary_dilation(image > 0.05 * image.max(), iterations=3)
+                    noisy = np.where(head, noisy, 0.0)
+                hq[index] = noisy
+                sigmas.append(sigma)
+            lq = np.stack([mri.kspace_truncate(image, factor) for image, factor in zip(hq, factors)])
+            yield Case(f"{name}-{number:02d}", hq, lq, exact, factors, {
+                "plane": plane, "slice_index": picks.tolist(), "gamma": gamma, "background_noise": background_noise,
+                "snr": snr.tolist(), "rician_sigma": sigmas, "lq_error_rel": _relative_error(hq, lq, clean > 0.1 * top),
+            })
+
+
+# ---- CT low-dose denoising ------------------------------------------------------------------------
+
+def _ct_test(params: dict, cache: Optional[Path]) -> Iterator[Case]:
+    _require(params["volume"], cache)
+    stack, spacing = plane_stack(load_volume(params["volume"], cache))
+    chosen = spread(occupied(stack > -500), params["slices"])
+    hq = stack[chosen].astype(np.float32)
+    views = params["views_per_pixel"] * max(hq.shape[1:])
+    lq = ct.low_dose(hq, spacing, params["i0"], params["seed"], n_views=views, sigma_e=params["sigma_e"])
+    yield Case(params["volume"], hq, lq, spacing, np.full(len(hq), params["i0"], np.float32),
+               {"slice_index": chosen.tolist(), "views": views, "noise_hu": soft_tissue_noise(hq, lq)})
+
+
+def _aimed_dose(hq: np.ndarray, spacing: Spacing2D, target: float, reference: Tuple[float, float],
+                seed: int, params: dict) -> Tuple[np.ndarray, float, float]:
+    """Low-dose slice whose soft-tissue noise is near ``target`` HU: I0 from the power law
+    noise ~ I0^-b through ``reference`` (I0, noise), b = 1/2 (quantum noise); where the result misses
+    by more than 1.5x (photon starvation behind dense anatomy makes noise grow faster at low I0),
+    one secant step in log-log through both measurements. Returns (lq, I0, measured noise)."""
+    limits = params["i0_limits"]
+    i0_ref, noise_ref = reference
+    i0 = float(np.clip(i0_ref * (noise_ref / target) ** 2, *limits))
+    lq = ct.low_dose(hq, spacing, i0, seed, sigma_e=params["sigma_e"])
+    noise = soft_tissue_noise(hq[None], lq[None])[0]
+    if math.isfinite(noise) and not 1 / 1.5 < noise / target < 1.5 and abs(math.log(i0 / i0_ref)) > 0.1:
+        slope = math.log(noise / noise_ref) / math.log(i0_ref / i0)
+        if slope > 0.1:
+            i0 = float(np.clip(i0 * (noise / target) ** (1 / slope), *limits))
+            lq = ct.low_dose(hq, spacing, i0, seed, sigma_e=params["sigma_e"])
+            noise = soft_tissue_noise(hq[None], lq[None])[0]
+    return lq, i0, noise
+
+
+def _ct_train(params: dict, cache: Optional[Path]) -> Iterator[Case]:
+    """Dose is aimed at a target noise drawn over ``noise_hu``: the first slice of a case, at a
+    reference I0, measures how noisy this body and grid are; the others get the I0 aimed at their
+    target (see :func:`_aimed_dose`). ``level`` records the I0 used, ``noise_hu`` what it gave."""
+    rng = np.random.default_rng(params["seed"])
+    for name in used_volumes("ct-denoise", "train", cache):
+        stack, spacing = plane_stack(load_volume(name, cache))
+        candidates = occupied(stack > -500)
+        for number in range(params["cases"][name]):
+            picks = rng.choice(candidates, params["slices_per_case"], replace=False)
+            pixel, rows, _ = _training_grid(rng, params)
+            hq, exact = resample(stack[picks].astype(np.float32), spacing, pixel, order=1)
+            side = max(128, min(rows, max(hq.shape[1:])))
+            hq = window(hq, (side, side), _jittered_centre(rng, (hq > -500).any(axis=0), (side, side)), AIR_HU)
+            seeds = [_seed(rng) for _ in picks]
+            lq = [ct.low_dose(hq[0], exact, params["i0_reference"], seeds[0], sigma_e=params["sigma_e"])]
+            levels = [params["i0_reference"]]
+            reference = soft_tissue_noise(hq[:1], lq[0][None])[0]
+            if not math.isfinite(reference):  # no soft tissue in this window: the usual value at 1e5
+                reference = 25.0  # (20-30 HU measured on lung1 and cranium over 0.4-1.5 mm pixels)
+            targets = _log_uniform(rng, params["noise_hu"], len(picks) - 1)
+            for image, target, seed in zip(hq[1:], targets, seeds[1:]):
+                noisy, i0, _ = _aimed_dose(image, exact, float(target), (params["i0_reference"], reference), seed, params)
+                lq.append(noisy)
+                levels.append(i0)
+            lq = np.stack(lq)
+            yield Case(f"{name}-{number:02d}", hq, lq, exact, np.asarray(levels, np.float32), {
+                "slice_index": picks.tolist(), "target_noise_hu": [None] + targets.tolist(),
+                "noise_hu": soft_tissue_noise(hq, lq),
+            })
+
+
+# ---- PET low-dose to full-dose --------------------------------------------------------------------
+
+@dataclass
+class _Anatomy:
+    """Tissue fractions on a 2 mm axial grid: (n, H, W) each, plus atlas regions or None."""
+
+    gm: np.ndarray
+    wm: np.ndarray
+    brain: np.ndarray
+    regions: Optional[np.ndarray]
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """The brain mask with the ventricles in it (per slice): CSF still attenuates."""
+    return np.stack([ndimage.binary_fill_holes(m) for m in mask]).astype(np.float32)
+
+
+def _on_grid(stacks: Dict[str, np.ndarray], spacing: Spacing2D, params: dict, labels: Tuple[str, ...] = ()
+             ) -> Tuple[Dict[str, np.ndarray], Spacing2D]:
+    """Resample to the PET pixel and a centred square window (labels by nearest neighbour)."""
+    out, exact = {}, spacing
+    for key, stack in stacks.items():
+        out[key], exact = resample(stack.astype(np.float32), spacing, params["pixel_mm"], order=0 if key in labels else 1)
+    side = params["size_px"]
+    centre = ((out["brain"].shape[1] - 1) / 2, (out["brain"].shape[2] - 1) / 2)
+    return {key: window(value, (side, side), centre, 0.0) for key, value in out.items()}, exact
+
+
+def _itk_anatomy(params: dict, cache: Optional[Path]) -> Tuple[_Anatomy, Spacing2D]:
+    classes, spacing = plane_stack(load_volume(params["volume"], cache))
+    stacks = {"gm": classes == ITK_GM, "wm": classes == ITK_WM, "brain": np.isin(classes, (ITK_CSF, ITK_GM, ITK_WM))}
+    grid, exact = _on_grid(stacks, spacing, params)
+    return _Anatomy(grid["gm"], grid["wm"], _fill_holes(grid["brain"] > 0.5), None), exact
+
+
+def _mni_anatomy(params: dict, cache: Optional[Path]) -> Tuple[_Anatomy, Spacing2D]:
+    t1 = load_volume("mni152_t1", cache)
+    stacks = {name: plane_stack(load_volume(f"mni152_{name}", cache))[0] for name in ("gm", "wm")}
+    stacks["brain"], spacing = plane_stack(load_volume("mni152_mask", cache))
+    if "aal" in used_volumes("pet-synthesis", "train", cache):
+        aal = sitk.Resample(load_volume("aal", cache), t1, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+        stacks["regions"] = plane_stack(aal)[0]
+    grid, exact = _on_grid(stacks, spacing, params, labels=("regions",))
+    return _Anatomy(grid["gm"], grid["wm"], _fill_holes(grid["brain"] > 0.5), grid.get("regions")), exact
+
+
+def _pet_pairs(anatomy: _Anatomy, picks: np.ndarray, spacing: Spacing2D, full_counts: float,
+               dose_fraction: float, iterations: int, seed: int) -> Tuple[np.ndarray, np.ndarray, Dict[str, list]]:
+    rng = np.random.default_rng(seed)
+    brain = anatomy.brain[picks]
+    regions = None if anatomy.regions is None else anatomy.regions[picks]
+    activity = pet.activity_from_tissues(anatomy.gm[picks], anatomy.wm[picks], brain, spacing, _seed(rng), regions)
+    mu = pet.attenuation_from_tissues(brain, spacing)
+    hq, lq = pet.simulate_pair(activity, mu, spacing, full_counts, dose_fraction, _seed(rng), iterations=iterations)
+    inside = brain > 0.5
+    info = {"slice_index": picks.tolist(), "activity_mean": [float(a[m].mean()) for a, m in zip(activity, inside)],
+            "hq_mean": [float(h[m].mean()) for h, m in zip(hq, inside)],
+            "lq_mean": [float(l[m].mean()) for l, m in zip(lq, inside)],
+            "lq_noise_rel": _relative_error(hq, lq, inside)}
+    return hq, lq, info
+
+
+def _pet_test(params: dict, cache: Optional[Path]) -> Iterator[Case]:
+    _require(params["volume"], cache)
+    anatomy, spacing = _itk_anatomy(params, cache)
+    picks = spread(occupied(anatomy.brain > 0.5, keep=0.3), params["slices"])
+    hq, lq, info = _pet_pairs(anatomy, picks, spacing, params["full_counts"], params["dose_fraction"],
+                              params["iterations"], params["seed"])
+    yield Case(params["volume"], hq, lq, spacing, np.full(len(hq), params["dose_fraction"], np.float32), info)
+
+
+def _pet_train(params: dict, cache: Optional[Path]) -> Iterator[Case]:
+    rng = np.random.default_rng(params["seed"])
+    anatomy, spacing = _mni_anatomy(params, cache)
+    candidates = occupied(anatomy.brain > 0.5, keep=0.3)
+    for number in range(params["cases"]):
+        picks = np.sort(rng.choice(candidates, params["slices_per_case"], replace=False))
+        full_counts = float(_log_uniform(rng, params["full_counts"]))
+        dose_fraction = float(_log_uniform(rng, params["dose_fraction"]))
+        hq, lq, info = _pet_pairs(anatomy, picks, spacing, full_counts, dose_fraction, params["iterations"], _seed(rng))
+        info.update(full_counts=full_counts, dose_fraction=dose_fraction)
+        yield Case(f"mni152-{number:02d}", hq, lq, spacing, np.full(len(hq), dose_fraction, np.float32), info)
+
+
+_RECIPES: Dict[Tuple[str, str], Callable[[dict, Optional[Path]], Iterator[Case]]] = {
+    ("mri-sr", "test"): _mri_test, ("mri-sr", "train"): _mri_train,
+    ("ct-denoise", "test"): _ct_test, ("ct-denoise", "train"): _ct_train,
+    ("pet-synthesis", "test"): _pet_test, ("pet-synthesis", "train"): _pet_train,
+}
+
+
+def make_cases(task: str, split: str, params: dict, cache: Optional[Path] = None) -> Iterator[Case]:
+    """The cases of one task and split, one at a time (each is written out before the next is made)."""
+    split_volumes(task, split)
+    return _RECIPES[(task, split)](params, cache)

@@ -1,0 +1,162 @@
+"""The slice-pair datasets: split by volume, headline levels, geometry, noise records, caching.
+
+Small variants (``limit``) are built from the real fetched images into a temporary cache, so the
+tests run in seconds and never touch the full datasets.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from DiffCodeRestoreLib.data import recipes, slices
+from DiffCodeRestoreLib.data.fetch import is_fetched
+from DiffCodeRestoreLib.data.slices import build, dataset_dir, load_cases, read_manifest
+from DiffCodeRestoreLib.data.sources import SOURCES
+from DiffCodeRestoreLib.data.volumes import PUBLIC_TEST_VOLUMES, TRAINING_VOLUMES, volume_source
+from DiffCodeRestoreLib.data import cache_dir
+
+QUIET = {"log": lambda line: None}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A private cache that reads the real fetched sources (``make data``) and keeps its own datasets."""
+    root = tmp_path_factory.mktemp("cache")
+    (root / "sources").symlink_to(cache_dir() / "sources", target_is_directory=True)
+    return root
+
+
+def _need(task: str, split: str) -> None:
+    names = recipes.PARAMETERS[(task, split)].get("volume")
+    missing = [n for n in ([names] if names else []) if not is_fetched(SOURCES[volume_source(n)])]
+    if missing:
+        pytest.skip(f"optional Debian source for {missing} not available on this machine")
+
+
+@pytest.fixture
+def small_ct_training(monkeypatch):
+    """CT training recipe on small grids (the projector's cost grows with the cube of the size)."""
+    params = dict(recipes.PARAMETERS[("ct-denoise", "train")], pixel_mm=[1.2, 1.5], size_px=[128, 160])
+    monkeypatch.setitem(recipes.PARAMETERS, ("ct-denoise", "train"), params)
+
+
+@pytest.mark.parametrize("task, shape, spacing, level", [
+    ("mri-sr", (217, 181), (1.0, 1.0), 4.0),
+    ("ct-denoise", (512, 512), (0.627, 0.627), 5e4),
+    ("pet-synthesis", (128, 128), (2.0, 2.0), 1 / 12),
+])
+def test_public_test_split_is_the_headline(cache, task, shape, spacing, level):
+    _need(task, "test")
+    cases = load_cases(task, "test", cache=cache, limit=1)
+    assert [case.name for case in cases] == list(PUBLIC_TEST_VOLUMES[task])
+    case = cases[0]
+    assert case.hq.shape[1:] == case.lq.shape[1:] == shape and case.hq.dtype == case.lq.dtype == np.float32
+    assert np.allclose(case.spacing, spacing, atol=1e-3)
+    assert np.allclose(case.level, level)
+    assert np.all(np.isfinite(case.lq)) and not np.allclose(case.hq, case.lq)
+    record = read_manifest(task, "test", cache)["cases"][0]
+    if task == "ct-denoise":
+        assert 30 < record["noise_hu"][0] < 100  # evaluation.md: ~30 (head) to ~85 HU (abdomen) at 5e4
+        assert case.hq.min() >= -1024 and abs(float(np.mean(case.lq - case.hq))) < 5
+    if task == "pet-synthesis":  # counts calibrated: low dose is noisier, the mean activity is kept
+        assert abs(record["lq_mean"][0] / record["hq_mean"][0] - 1) < 0.05
+        assert record["lq_noise_rel"][0] > 0.02
+
+
+def test_mri_training_is_diverse_and_noisy(cache):
+    cases = load_cases("mri-sr", "train", cache=cache, limit=2)
+    manifest = read_manifest("mri-sr", "train", cache)
+    assert {entry["name"].rsplit("-", 1)[0] for entry in manifest["cases"]} == set(recipes.used_volumes("mri-sr", "train"))
+    pixels = [case.spacing[0] for case in cases]
+    assert min(pixels) >= 0.39 and max(pixels) <= 1.52 and max(pixels) / min(pixels) > 1.3
+    for case, entry in zip(cases, manifest["cases"]):
+        assert set(np.unique(case.level)) <= {2.0, 4.0}
+        assert min(case.hq.shape[1:]) >= 128 and max(case.hq.shape[1:]) <= 512
+        assert all(15 <= snr <= 80 for snr in entry["snr"]) and all(s > 0 for s in entry["rician_sigma"])
+        if entry["background_noise"]:  # Rician floor in the air around the head
+            assert float(np.median(case.hq[:, :4, :4])) > 0
+
+
+def test_ct_training_aims_dose_at_the_noise_range(cache, small_ct_training):
+    cases = load_cases("ct-denoise", "train", cache=cache, limit=3)
+    manifest = read_manifest("ct-denoise", "train", cache)
+    assert {c.name.rsplit("-", 1)[0] for c in cases} == set(recipes.used_volumes("ct-denoise", "train"))
+    for case, entry in zip(cases, manifest["cases"]):
+        assert case.hq.shape[1] == case.hq.shape[2] and 128 <= case.hq.shape[1] <= 160
+        assert 1.15 < case.spacing[0] < 1.55
+        for measured, target in zip(entry["noise_hu"][1:], entry["target_noise_hu"][1:]):
+            if measured is not None and 3e3 < case.level[1] < 3e6:  # dose not clipped to its limits
+                assert 0.5 < measured / target < 2.0
+    assert all(level > 0 for case in cases for level in case.level)
+
+
+def test_pet_training_uses_the_mni_anatomy_over_dose_range(cache):
+    cases = load_cases("pet-synthesis", "train", cache=cache, limit=2)
+    manifest = read_manifest("pet-synthesis", "train", cache)
+    assert manifest["volumes"][:3] == ["mni152_gm", "mni152_wm", "mni152_mask"]
+    for case, entry in zip(cases, manifest["cases"]):
+        assert case.hq.shape[1:] == (128, 128) and np.allclose(case.spacing, 2.0, atol=0.02)
+        assert 1 / 20 - 1e-6 <= entry["dose_fraction"] <= 1 / 4 + 1e-6 and 1e6 <= entry["full_counts"] <= 1e7
+        assert np.allclose(case.level, entry["dose_fraction"])
+
+
+def test_split_is_by_volume(cache):
+    for task in ("mri-sr", "pet-synthesis"):  # CT training is exercised above
+        build(task, "train", cache=cache, limit=1, **QUIET)
+        train = set(read_manifest(task, "train", cache)["volumes"])
+        assert train <= set(TRAINING_VOLUMES[task])
+        assert not train & set(PUBLIC_TEST_VOLUMES[task])
+    for task in PUBLIC_TEST_VOLUMES:
+        assert recipes.PARAMETERS[(task, "test")]["volume"] in PUBLIC_TEST_VOLUMES[task]
+
+
+def test_cache_is_reused_and_rebuilt_only_on_change(cache):
+    folder = build("mri-sr", "test", cache=cache, limit=2, **QUIET)
+    stamp = (folder / "colin27.npz").stat().st_mtime_ns
+    start = time.monotonic()
+    assert build("mri-sr", "test", cache=cache, limit=2, **QUIET) == folder
+    assert time.monotonic() - start < 1.0 and (folder / "colin27.npz").stat().st_mtime_ns == stamp
+    key = read_manifest("mri-sr", "test", cache)["key"]
+    build("mri-sr", "test", cache=cache, limit=3, **QUIET)  # other parameters: a new key, rebuilt
+    assert read_manifest("mri-sr", "test", cache)["key"] != key
+    assert len(load_cases("mri-sr", "test", cache=cache, limit=3)[0].hq) == 3
+    build("mri-sr", "test", cache=cache, limit=3, force=True, **QUIET)
+    assert (folder / "colin27.npz").stat().st_mtime_ns != stamp
+
+
+def test_failed_build_keeps_the_previous_dataset(cache, monkeypatch):
+    folder = build("mri-sr", "test", cache=cache, limit=2, **QUIET)
+    before = json.loads((folder / "manifest.json").read_text())
+
+    original = recipes.make_cases
+
+    def broken(*args, **kwargs):
+        yield from original("mri-sr", "test", recipes.parameters("mri-sr", "test", 2), cache)
+        raise RuntimeError("simulator crashed")
+
+    monkeypatch.setattr(slices.recipes, "make_cases", broken)
+    with pytest.raises(RuntimeError, match="simulator crashed"):
+        build("mri-sr", "test", cache=cache, limit=2, force=True, **QUIET)
+    assert json.loads((folder / "manifest.json").read_text()) == before
+    assert sorted(p.name for p in folder.parent.iterdir() if p.name.startswith(".")) == []
+
+
+def test_npz_files_hold_plain_arrays_only(cache):
+    folder = build("mri-sr", "test", cache=cache, limit=1, **QUIET)
+    with np.load(folder / "colin27.npz", allow_pickle=False) as data:
+        assert sorted(data.files) == ["hq", "level", "lq", "spacing"]
+        assert all(data[name].dtype != object for name in data.files)
+
+
+def test_bad_names_are_clear_errors(cache):
+    with pytest.raises(ValueError, match="Unknown task"):
+        build("denoise", "test", cache=cache)
+    with pytest.raises(ValueError, match="split"):
+        build("ct-denoise", "val", cache=cache)
+    with pytest.raises(ValueError, match="limit"):
+        build("ct-denoise", "test", cache=cache, limit=0)
+    assert dataset_dir("ct-denoise", "test", cache) == cache / "datasets" / "ct-denoise" / "test"

@@ -1,0 +1,221 @@
+"""The volume pipeline with a real (tiny, random-initialised) model: tiling, batching, intensities,
+samples, progress, cancel, out-of-memory recovery, and refusal of bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from DiffCodeRestoreLib import __version__
+from DiffCodeRestoreLib.hub import sha256_of
+from DiffCodeRestoreLib.pipeline import CancelToken, DiffCodePipeline, RestoreCancelled, tile_starts, tile_weights_1d
+from DiffCodeRestoreLib.tasks import get_task, intensity_scale
+from DiffCodeRestoreLib.volume_io import VolumeError
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_weights):
+    return DiffCodePipeline.from_pretrained(str(tiny_weights), device="cpu")
+
+
+def textured(shape=(3, 320, 320), dtype=np.float32, seed=0, spacing=(0.7, 0.7, 3.0)) -> sitk.Image:
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[: shape[1], : shape[2]]
+    base = 200 * np.sin(cols / 9.0) * np.cos(rows / 13.0)
+    array = np.stack([base * (1 + 0.1 * k) for k in range(shape[0])]) + rng.normal(0, 40, shape)
+    image = sitk.GetImageFromArray(array.astype(dtype))
+    image.SetSpacing(spacing)
+    return image
+
+
+def restored(result) -> np.ndarray:
+    return sitk.GetArrayFromImage(result.image)
+
+
+def test_output_does_not_depend_on_batch_or_tile_size(pipe):
+    image = textured((3, 64, 72))
+    reference = restored(pipe(image, "ct-denoise", batch_size=3))
+    np.testing.assert_allclose(restored(pipe(image, "ct-denoise", batch_size=1)), reference, atol=1e-3)
+    large = textured((1, 300, 290))
+    whole = restored(pipe(large, "ct-denoise"))
+    tiled = restored(pipe(large, "ct-denoise", tile_size=256))  # 2 x 2 overlapping tiles
+    np.testing.assert_allclose(tiled, whole, atol=2e-3)  # HU, values span about +-400
+
+
+def test_tile_weights_cross_fade_to_one():
+    """Regularly spaced tiles: context pixels weigh nothing and the sin^2 ramps sum to exactly one."""
+    length, tile, context, blend = 448, 256, 64, 32
+    starts = tile_starts(length, tile, tile - 2 * context - blend)
+    assert starts == [0, 96, 192]
+    total = np.zeros(length)
+    for start in starts:
+        total[start:start + tile] += tile_weights_1d(start, tile, length, context, blend)
+    np.testing.assert_allclose(total, 1.0, atol=1e-6)
+    middle = tile_weights_1d(96, tile, length, context, blend)
+    assert middle[:context].max() == 0 and middle[-context:].max() == 0 and middle[96:160].min() == 1
+
+
+def test_seed_makes_results_reproducible(pipe):
+    image = textured((2, 64, 64))
+    first = restored(pipe(image, "ct-denoise", seed=3))
+    assert np.array_equal(first, restored(pipe(image, "ct-denoise", seed=3)))
+    assert not np.array_equal(first, restored(pipe(image, "ct-denoise", seed=4)))
+
+
+def test_ct_keeps_integer_type_range_and_out_of_range_voxels(pipe):
+    array = sitk.GetArrayFromImage(textured((2, 64, 64))).astype(np.int16)
+    array[:, :8, :] = -3024  # outside the scanner's field of view
+    array[:, 30:34, 30:34] = 3500  # metal, above the network range
+    image = sitk.GetImageFromArray(array)
+    before = array.copy()
+    result = pipe(image, "ct-denoise")
+    out = restored(result)
+    assert out.dtype == np.int16 and result.image.GetPixelID() == sitk.sitkInt16
+    assert np.all(out[:, :8, :] == -3024) and np.all(out[:, 30:34, 30:34] == 3500)
+    inside = (array >= -1024) & (array <= 3071)
+    assert out[inside].min() >= -1024 and out[inside].max() <= 3071
+    assert np.array_equal(sitk.GetArrayFromImage(image), before)  # input untouched
+
+
+def test_ct_in_unsigned_type_is_clipped_to_the_type(pipe):
+    array = (sitk.GetArrayFromImage(textured((1, 48, 48))) + 1024).clip(0, None).astype(np.uint16)
+    out = restored(pipe(sitk.GetImageFromArray(array), "ct-denoise"))
+    assert out.dtype == np.uint16
+
+
+def test_pet_is_float_and_mri_scales_back(pipe):
+    pet = sitk.GetImageFromArray(np.abs(sitk.GetArrayFromImage(textured((2, 48, 48)))) / 40)
+    out = restored(pipe(pet, "pet-synthesis"))
+    assert out.dtype == np.float32 and out.min() >= 0
+    mri = np.abs(sitk.GetArrayFromImage(textured((2, 48, 48)))).astype(np.float32)
+    one = restored(pipe(sitk.GetImageFromArray(mri), "mri-sr"))
+    ten = restored(pipe(sitk.GetImageFromArray(mri * 10), "mri-sr"))
+    np.testing.assert_allclose(ten, one * 10, rtol=1e-4, atol=1e-3)  # robust scale: units come back
+
+
+def test_mri_scale_is_computed_once_over_the_volume(pipe):
+    volume = np.abs(sitk.GetArrayFromImage(textured((4, 700, 800)))).astype(np.float32)
+    offset, scale = pipe._intensity(get_task("mri-sr"), volume)
+    assert offset == 0 and scale == pytest.approx(intensity_scale("mri-sr", volume)[1], rel=0.01)
+
+
+def test_samples_give_mean_and_uncertainty(pipe):
+    image = textured((2, 64, 64))
+    result = pipe(image, "pet-synthesis", samples=3)
+    assert result.uncertainty is not None and result.uncertainty.GetSize() == image.GetSize()
+    spread = sitk.GetArrayFromImage(result.uncertainty)
+    assert spread.min() >= 0 and spread.max() > 0
+    assert result.metadata["options"]["samples"] == 3 and pipe(image, "pet-synthesis").uncertainty is None
+
+
+def test_progress_reaches_total_and_cancel_stops_within_a_batch(pipe):
+    image = textured((6, 64, 64))
+    seen = []
+    pipe(image, "ct-denoise", batch_size=2, progress=lambda done, total: seen.append((done, total)))
+    assert seen[0] == (0, 6) and seen[-1] == (6, 6) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+    token = CancelToken()
+    calls = []
+
+    def cancel_after_first_batch(done, total):
+        calls.append(done)
+        if done > 0:
+            token.cancel()
+
+    with pytest.raises(RestoreCancelled):
+        pipe(image, "ct-denoise", batch_size=2, progress=cancel_after_first_batch, cancel=token)
+    assert calls == [0, 2]
+
+
+class ScarceMemoryModel:
+    """The real model behind a memory limit: raises what torch raises when a call does not fit."""
+
+    def __init__(self, model, max_pixels: int):
+        object.__setattr__(self, "inner", model)
+        object.__setattr__(self, "max_pixels", max_pixels)
+        object.__setattr__(self, "calls", [])
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def __setattr__(self, name, value):
+        setattr(self.inner, name, value)
+
+    def restore(self, x, *args, **kwargs):
+        self.calls.append(tuple(x.shape))
+        if x.shape[0] * x.shape[-2] * x.shape[-1] > self.max_pixels:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.inner.restore(x, *args, **kwargs)
+
+
+def test_out_of_memory_shrinks_batch_then_tile_and_says_so(tiny_weights):
+    messages = []
+    pipe = DiffCodePipeline.from_pretrained(str(tiny_weights), device="cpu", message=messages.append)
+    image = textured((2, 272, 264))
+    reference = restored(pipe(image, "ct-denoise"))
+    pipe.model = ScarceMemoryModel(pipe.model, max_pixels=256 * 256)
+    out = restored(pipe(image, "ct-denoise"))
+    np.testing.assert_allclose(out, reference, atol=2e-3)
+    assert any("batch 1" in m for m in messages) and any("tile 256" in m for m in messages)
+    assert max(s[-1] for s in pipe.model.calls[-4:]) == 256
+
+    pipe.model = ScarceMemoryModel(pipe.model.inner, max_pixels=100 * 100)
+    with pytest.raises(MemoryError, match="even on the CPU"):
+        pipe(image, "ct-denoise")
+
+
+def test_numpy_input_with_geometry(pipe):
+    array = sitk.GetArrayFromImage(textured((3, 40, 44)))
+    before = array.copy()
+    direction = [0, 0, 1, 1, 0, 0, 0, 1, 0]
+    result = pipe(array, "ct-denoise", spacing=(0.5, 0.6, 2.0), origin=(1, 2, 3), direction=direction)
+    assert result.image.GetSpacing() == (0.5, 0.6, 2.0) and result.image.GetOrigin() == (1, 2, 3)
+    assert result.image.GetDirection() == tuple(float(v) for v in direction)
+    assert np.array_equal(array, before)
+    two_d = pipe(array[0], "ct-denoise", spacing=(0.5, 0.6))
+    assert two_d.image.GetDimension() == 2 and two_d.image.GetSize() == (44, 40)
+
+
+def test_single_slice_volume_is_one_slice(pipe):
+    image = textured((1, 50, 60))
+    result = pipe(image, "ct-denoise")
+    assert result.image.GetSize() == (60, 50, 1)
+
+
+def test_provenance(pipe, tiny_weights):
+    meta = pipe(textured((1, 32, 32)), "ct-denoise", steps=2, fidelity=0.5, seed=7).metadata
+    assert meta["task"] == "ct-denoise" and meta["model"] == tiny_weights.name
+    assert meta["sha256"] == sha256_of(tiny_weights / "model.safetensors")
+    assert meta["options"] == {"scale": 1, "steps": 2, "fidelity": 0.5, "seed": 7, "samples": 1}
+    assert meta["version"] == __version__
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: np.full((3, 20, 20), 7.0, np.float32), "constant"),
+    (lambda: np.zeros((0, 20, 20), np.float32), "empty"),
+    (lambda: np.where(np.eye(20)[None] > 0, np.nan, 1.0).astype(np.float32).repeat(2, 0), "NaN"),
+    (lambda: np.where(np.eye(20)[None] > 0, np.inf, 1.0).astype(np.float32).repeat(2, 0), "infinite"),
+    (lambda: np.zeros((2, 3, 20, 20), np.float32), "2D .* or 3D"),
+    (lambda: sitk.GetImageFromArray(np.random.rand(20, 20, 3).astype(np.float32), isVector=True), "vector/RGB"),
+    (lambda: sitk.Image([4, 4, 3, 2], sitk.sitkFloat32), "4D"),
+])
+def test_bad_input_is_one_clear_line(pipe, make, message):
+    with pytest.raises(VolumeError, match=message) as error:
+        pipe(make(), "ct-denoise")
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("options,message", [
+    (dict(task="denoise"), "Unknown task"),
+    (dict(task="ct-denoise", scale=2), "MRI super-resolution only"),
+    (dict(task="mri-sr", scale=3), "scale must be one of"),
+    (dict(task="ct-denoise", fidelity=1.5), "fidelity"),
+    (dict(task="ct-denoise", steps=99), "steps"),
+    (dict(task="ct-denoise", samples=0), "samples"),
+    (dict(task="ct-denoise", tile_size=100), "tile size"),
+])
+def test_bad_options_are_one_clear_line(pipe, options, message):
+    with pytest.raises(ValueError, match=message):
+        pipe(textured((1, 16, 16)), **options)
