@@ -28,8 +28,8 @@ dataset: data
 test: data
 	$(VPY) -m pytest Testing -q -p no:cacheprovider
 
-demo: dataset
-	$(VPY) -m DiffCodeRestoreLib.demo
+demo: data
+	$(VPY) -m DiffCodeRestoreLib.benchmark.demo
 
 benchmark: dataset
 	$(VPY) -m DiffCodeRestoreLib.benchmark --methods all --out benchmark-results

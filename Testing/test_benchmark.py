@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from DiffCodeRestoreLib.benchmark import __main__ as cli
-from DiffCodeRestoreLib.benchmark.baselines import BASELINES, DecimatedInterpolation, make_baselines
+from DiffCodeRestoreLib.benchmark.baselines import BASELINES, Axis, DecimatedInterpolation, make_baselines
 from DiffCodeRestoreLib.benchmark.harness import BenchCase, run_task, spread
 from DiffCodeRestoreLib.benchmark.methods import Method
 from DiffCodeRestoreLib.benchmark.report import write_reports
@@ -58,33 +58,50 @@ def test_every_baseline_follows_the_method_protocol():
         make_baselines(["input", "wiener"])
 
 
-def test_grid_tuning_picks_the_best_setting_of_its_grid():
-    task = "pet-synthesis"
+def _smooth_case(noise: float) -> BenchCase:
     rng = np.random.default_rng(0)
     y, x = np.mgrid[:64, :64]
     hq = np.stack([100 + 50 * np.sin(x / (5.0 + i)) * np.cos(y / 7.0) for i in range(2)]).astype(np.float32)
-    lq = (hq + rng.normal(0, 15, hq.shape)).astype(np.float32)
-    cases = [_bench(SliceCase("smooth", hq, lq, (2.0, 2.0), np.full(2, 1 / 12)))]
+    lq = (hq + rng.normal(0, noise, hq.shape)).astype(np.float32)
+    return _bench(SliceCase("smooth", hq, lq, (2.0, 2.0), np.full(2, 1 / 12)))
+
+
+def _psnr_by_hand(method, case: BenchCase, sigma: float, task: str = "pet-synthesis") -> float:
+    return float(np.mean([slice_scores(method.apply(lq, sigma), hq, task).psnr for lq, hq in zip(case.lq, case.hq)]))
+
+
+def test_grid_tuning_picks_the_best_setting_of_its_grid():
+    task, case = "pet-synthesis", _smooth_case(noise=15.0)
     gaussian = BASELINES["gaussian"]()
-    gaussian.tune(cases, task)
-    by_hand = {}
-    for (sigma,) in gaussian.grid:
-        out = [gaussian.apply(lq, sigma) for lq in cases[0].lq]
-        by_hand[sigma] = np.mean([slice_scores(o, hq, task).psnr for o, hq in zip(out, cases[0].hq)])
+    gaussian.tune([case], task)
+    start = gaussian.axes[0].values
+    by_hand = {sigma: _psnr_by_hand(gaussian, case, sigma) for sigma in start}
     best = max(by_hand, key=by_hand.get)
+    # Strong white noise on a smooth image: the optimum is inside the starting grid, so it does not grow.
+    assert start[0] < best < start[-1]
     assert gaussian.chosen[task] == (best,)
     assert gaussian.parameter(task) == f"sigma={best:g} px"
     assert list(gaussian.tuning[task].values()) == pytest.approx(list(by_hand.values()))
-    # Strong white noise on a smooth image: the optimum is inside the grid, a real smoothing.
-    assert gaussian.grid[0][0] < best < gaussian.grid[-1][0]
-    input_psnr = np.mean([slice_scores(lq, hq, task).psnr for lq, hq in zip(cases[0].lq, cases[0].hq)])
+    input_psnr = np.mean([slice_scores(lq, hq, task).psnr for lq, hq in zip(case.lq, case.hq)])
     assert by_hand[best] > input_psnr + 3
 
 
+def test_grid_tuning_grows_past_an_edge_until_the_optimum_is_inside():
+    task, case = "pet-synthesis", _smooth_case(noise=150.0)
+    gaussian = BASELINES["gaussian"]()
+    gaussian.tune([case], task)
+    tried = sorted(float(k.split("=")[1].split()[0]) for k in gaussian.tuning[task])
+    (chosen,) = gaussian.chosen[task]
+    assert chosen > gaussian.axes[0].values[-1]  # beyond the starting grid
+    assert chosen < tried[-1]  # and a larger smoothing was tried and lost
+    assert _psnr_by_hand(gaussian, case, chosen) == pytest.approx(max(gaussian.tuning[task].values()))
+
+
 @pytest.mark.parametrize("name", ["curvature-ad", "gradient-ad", "nlm"])
-def test_denoisers_reduce_noise_at_their_default_setting(name):
+def test_tuned_denoisers_reduce_noise(name):
     case = _bench(_ct_case("a", 2, n=1))
     method = BASELINES[name]()
+    method.tune([case], "ct-denoise")
     out = method.restore(case.lq[0], "ct-denoise", case.spacing)
     assert out.shape == case.lq[0].shape and out.dtype == np.float32
     assert slice_scores(out, case.hq[0], "ct-denoise").psnr > slice_scores(case.lq[0], case.hq[0], "ct-denoise").psnr + 2
@@ -117,6 +134,7 @@ def test_spread_picks_evenly_over_cases():
 
 def test_harness_end_to_end_writes_tables_json_and_montage(tmp_path):
     methods = make_baselines(["input", "gaussian", "bm3d", "bicubic"])
+    methods[2].axes = [Axis((1.0,), 1.0, 1.0)]  # one BM3D setting keeps the test fast
     results = [
         run_task("ct-denoise", [_ct_case("a", 1), _ct_case("b", 2)], methods, slow_slices=2, log=lambda _: None),
         run_task("mri-sr", [_mri_case("m", 3)], methods, slow_slices=1, tune_slices=1, log=lambda _: None),
@@ -132,6 +150,7 @@ def test_harness_end_to_end_writes_tables_json_and_montage(tmp_path):
     rows = [line.split(" | ")[0].strip("| ") for line in ct_md.splitlines() if line.startswith("| ")]
     assert rows[:4] == ["Method", "input", "gaussian", "bm3d †"]  # bicubic is MRI-only
     assert "oracle tuning" in text and "bm3d †" in text and "Mean PSNR" in text
+    assert "Every method on those same subsets" in text
     assert "2 evenly spread slices" in ct_md
 
     data = json.loads((tmp_path / "ct-denoise.json").read_text())
@@ -139,7 +158,7 @@ def test_harness_end_to_end_writes_tables_json_and_montage(tmp_path):
     assert set(by_name) == {"input", "gaussian", "bm3d"}
     assert len(by_name["gaussian"]["slices"]) == 6 and len(by_name["bm3d"]["slices"]) == 2
     assert {tuple(s) for s in data["slow_subset"]} == {(s["case"], s["slice"]) for s in by_name["bm3d"]["slices"]}
-    assert by_name["gaussian"]["parameter"].startswith("sigma=") and len(by_name["gaussian"]["tuning_mean_psnr"]) == 7
+    assert by_name["gaussian"]["parameter"].startswith("sigma=") and len(by_name["gaussian"]["tuning_mean_psnr"]) >= 6
     assert set(by_name["input"]["per_case"]) == {"a", "b"}
     mri = {m["name"]: m for m in json.loads((tmp_path / "mri-sr.json").read_text())["methods"]}
     assert mri["bicubic"]["parameter"] == "s=4 (known)"

@@ -135,6 +135,15 @@ def test_overwrite_is_explicit(run, tmp_path):
     assert code == 0 and digest(target) != first
 
 
+def test_existing_nifti_sidecar_is_not_replaced_silently(run, tmp_path):
+    source = write(oblique_image(size=(16, 16, 2)), tmp_path / "in.nrrd")
+    sidecar = tmp_path / "out.json"
+    sidecar.write_text('{"RepetitionTime": 2.3}')
+    code, _, err = run("restore", str(source), str(tmp_path / "out.nii.gz"), "--task", "ct-denoise")
+    assert_one_line_error(code, err, "sidecar of this output exists already")
+    assert sidecar.read_text() == '{"RepetitionTime": 2.3}' and not (tmp_path / "out.nii.gz").exists()
+
+
 def make_bad_inputs(folder: Path) -> dict:
     """Each kind of input the command must refuse, as a real file."""
     folder.mkdir()

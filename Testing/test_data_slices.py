@@ -44,6 +44,13 @@ def small_ct_training(monkeypatch):
     monkeypatch.setitem(recipes.PARAMETERS, ("ct-denoise", "train"), params)
 
 
+@pytest.fixture
+def quick_pet_training(monkeypatch):
+    """PET training recipe with few MLEM iterations (the anatomy and dose sampling are what is tested)."""
+    params = dict(recipes.PARAMETERS[("pet-synthesis", "train")], iterations=4)
+    monkeypatch.setitem(recipes.PARAMETERS, ("pet-synthesis", "train"), params)
+
+
 @pytest.mark.parametrize("task, shape, spacing, level", [
     ("mri-sr", (217, 181), (1.0, 1.0), 4.0),
     ("ct-denoise", (512, 512), (0.627, 0.627), 5e4),
@@ -85,17 +92,18 @@ def test_ct_training_aims_dose_at_the_noise_range(cache, small_ct_training):
     cases = load_cases("ct-denoise", "train", cache=cache, limit=3)
     manifest = read_manifest("ct-denoise", "train", cache)
     assert {c.name.rsplit("-", 1)[0] for c in cases} == set(recipes.used_volumes("ct-denoise", "train"))
+    low, high = recipes.PARAMETERS[("ct-denoise", "train")]["noise_hu"]
     for case, entry in zip(cases, manifest["cases"]):
         assert case.hq.shape[1] == case.hq.shape[2] and 128 <= case.hq.shape[1] <= 160
-        assert 1.15 < case.spacing[0] < 1.55
-        for measured, target in zip(entry["noise_hu"][1:], entry["target_noise_hu"][1:]):
-            if measured is not None and 3e3 < case.level[1] < 3e6:  # dose not clipped to its limits
-                assert 0.5 < measured / target < 2.0
-    assert all(level > 0 for case in cases for level in case.level)
+        assert 1.15 < case.spacing[0] < 1.55 and len(set(case.level.tolist())) == 1
+        assert low <= entry["target_noise_hu"] <= high and 10 < entry["reference_noise_hu"] < 60
+        measured = np.nanmedian(np.array(entry["noise_hu"], dtype=float))
+        assert 0.5 < measured / entry["target_noise_hu"] < 2.5  # aimed; starvation can push it up
+        assert abs(float(np.mean(case.lq - case.hq))) < 0.2 * measured  # zero-mean noise
 
 
-def test_pet_training_uses_the_mni_anatomy_over_dose_range(cache):
-    cases = load_cases("pet-synthesis", "train", cache=cache, limit=2)
+def test_pet_training_uses_the_mni_anatomy_over_dose_range(cache, quick_pet_training):
+    cases = load_cases("pet-synthesis", "train", cache=cache, limit=1)
     manifest = read_manifest("pet-synthesis", "train", cache)
     assert manifest["volumes"][:3] == ["mni152_gm", "mni152_wm", "mni152_mask"]
     for case, entry in zip(cases, manifest["cases"]):
@@ -104,9 +112,9 @@ def test_pet_training_uses_the_mni_anatomy_over_dose_range(cache):
         assert np.allclose(case.level, entry["dose_fraction"])
 
 
-def test_split_is_by_volume(cache):
-    for task in ("mri-sr", "pet-synthesis"):  # CT training is exercised above
-        build(task, "train", cache=cache, limit=1, **QUIET)
+def test_split_is_by_volume(cache, quick_pet_training, small_ct_training):
+    for task in TRAINING_VOLUMES:  # the same small recipes as above: these builds are cached
+        build(task, "train", cache=cache, limit={"mri-sr": 2, "ct-denoise": 3, "pet-synthesis": 1}[task], **QUIET)
         train = set(read_manifest(task, "train", cache)["volumes"])
         assert train <= set(TRAINING_VOLUMES[task])
         assert not train & set(PUBLIC_TEST_VOLUMES[task])

@@ -10,7 +10,8 @@ import torch
 
 from DiffCodeRestoreLib import __version__
 from DiffCodeRestoreLib.hub import sha256_of
-from DiffCodeRestoreLib.pipeline import CancelToken, DiffCodePipeline, RestoreCancelled, tile_starts, tile_weights_1d
+from DiffCodeRestoreLib.pipeline import (CancelToken, DiffCodePipeline, RestoreCancelled, tile_starts, tile_weights_1d,
+                                         volume_intensity)
 from DiffCodeRestoreLib.tasks import get_task, intensity_scale
 from DiffCodeRestoreLib.volume_io import VolumeError
 
@@ -57,6 +58,16 @@ def test_tile_weights_cross_fade_to_one():
     assert middle[:context].max() == 0 and middle[-context:].max() == 0 and middle[96:160].min() == 1
 
 
+def test_reduced_precision_autocast_runs_the_model(tiny_weights):
+    """GPUs compute in float16 under autocast; the same path on the CPU (bfloat16) must run and agree."""
+    pipe = DiffCodePipeline.from_pretrained(str(tiny_weights), device="cpu")
+    image = textured((2, 64, 64))
+    full = restored(pipe(image, "ct-denoise"))
+    pipe.precision = torch.bfloat16
+    reduced = restored(pipe(image, "ct-denoise"))
+    assert np.abs(reduced - full).max() < 0.02 * np.ptp(full)
+
+
 def test_seed_makes_results_reproducible(pipe):
     image = textured((2, 64, 64))
     first = restored(pipe(image, "ct-denoise", seed=3))
@@ -97,7 +108,7 @@ def test_pet_is_float_and_mri_scales_back(pipe):
 
 def test_mri_scale_is_computed_once_over_the_volume(pipe):
     volume = np.abs(sitk.GetArrayFromImage(textured((4, 700, 800)))).astype(np.float32)
-    offset, scale = pipe._intensity(get_task("mri-sr"), volume)
+    offset, scale = volume_intensity(get_task("mri-sr"), volume)
     assert offset == 0 and scale == pytest.approx(intensity_scale("mri-sr", volume)[1], rel=0.01)
 
 
@@ -219,3 +230,15 @@ def test_bad_input_is_one_clear_line(pipe, make, message):
 def test_bad_options_are_one_clear_line(pipe, options, message):
     with pytest.raises(ValueError, match=message):
         pipe(textured((1, 16, 16)), **options)
+
+
+def test_device_choice_is_checked():
+    from DiffCodeRestoreLib.device import mps_available, resolve_device
+
+    expected = "cuda" if torch.cuda.is_available() else "mps" if mps_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no usable CUDA GPU.*--device cpu"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="unknown device 'gpu0'"):
+        resolve_device("gpu0")

@@ -1,5 +1,6 @@
 """Physics of the PET activity model and of the matched full-/low-count MLEM reconstructions."""
 
+import functools
 import math
 
 import numpy as np
@@ -21,6 +22,7 @@ def _tissues(count: int = 2, size: int = 64):
     return stack(gm), stack(wm), stack(mask)
 
 
+@functools.lru_cache(maxsize=None)  # reconstructions are shared by tests (read-only)
 def _pair(seed: int, dose: float = 1 / 12, counts: float = 3e5, lesions: int = 0):
     gm, wm, mask = _tissues()
     activity = pet.activity_from_tissues(gm, wm, mask, PIXEL_MM, 0, lesions=lesions)

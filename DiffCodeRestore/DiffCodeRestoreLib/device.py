@@ -8,6 +8,7 @@ pipeline recovers from (smaller tiles, then the CPU).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from typing import Optional, Union
@@ -45,9 +46,20 @@ def resolve_device(name: Union[str, torch.device] = "auto") -> torch.device:
     return torch.device(name)
 
 
-def inference_dtype(device: torch.device) -> torch.dtype:
-    """Half precision on GPUs (twice the throughput, half the memory); float32 on the CPU."""
-    return torch.float16 if device.type in ("cuda", "mps") else torch.float32
+def half_precision(device: torch.device, dtype: Optional[torch.dtype] = None):
+    """Autocast context: float16 compute on GPUs (twice the throughput, half the activation memory).
+
+    Autocast keeps the weights in float32 and casts per operation, so a model need not be written
+    for a half-precision state. On the CPU it is off unless ``dtype`` asks for it (tests use bfloat16).
+    """
+    if dtype is None:
+        if device.type not in ("cuda", "mps"):
+            return contextlib.nullcontext()
+        dtype = torch.float16
+    try:
+        return torch.autocast(device_type=device.type, dtype=dtype)
+    except (RuntimeError, ValueError):  # an older torch without autocast for this device
+        return contextlib.nullcontext()
 
 
 def describe(device: torch.device) -> str:
@@ -103,9 +115,11 @@ class WorkPlan:
     device: torch.device
     batch: int
     tile: int
+    shrunk: bool = False  # out of memory once: never plan bigger again in this run
 
     def smaller(self) -> bool:
         """Halve the batch, else the tile; False when already minimal (time to leave the GPU)."""
+        self.shrunk = True
         if self.batch > 1:
             self.batch //= 2
             return True

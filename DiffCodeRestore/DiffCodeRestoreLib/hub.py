@@ -411,7 +411,7 @@ def download(
                     entry.repo_id,
                     spec.filename,
                     revision=entry.revision,
-                    cache_dir=None if cache_dir is None else str(cache_dir),
+                    cache_dir=str(hub_cache_dir(cache_dir)),  # as resolved now, not at import
                     endpoint=endpoint,
                     tqdm_class=bar,
                 )

@@ -21,7 +21,7 @@ How a volume is restored, and why:
 - **MRI super-resolution** ``scale=2|4``: zero-filled k-space interpolation onto an s-times finer
   in-plane grid, shifted by a Fourier phase ramp so that voxel centres follow the voxel-centre
   convention: the output covers exactly the input's field of view and overlays it in physical space.
-- **Hardware.** ``device="auto"`` picks CUDA, then MPS, then the CPU; half precision on GPUs;
+- **Hardware.** ``device="auto"`` picks CUDA, then MPS, then the CPU; float16 autocast on GPUs;
   batch from free GPU memory; on out-of-memory the batch, then the tile, shrink, and finally the
   work moves to the CPU with a message.
 """
@@ -197,6 +197,7 @@ class DiffCodePipeline:
         self.message = message or (lambda text: None)
         self.context = DEFAULT_CONTEXT
         self.blend = DEFAULT_BLEND
+        self.precision: Optional[torch.dtype] = None  # None: float16 autocast on GPUs, float32 on the CPU
         self._bytes_per_pixel: Optional[float] = None
 
     @classmethod
@@ -223,7 +224,7 @@ class DiffCodePipeline:
             devices.configure_cpu_threads(threads)
         weights = resolve(model, catalog=catalog, allow_download=allow_download, progress=progress,
                           cancel=cancel, show_progress=show_progress)
-        network = DiffCodeModel.from_pretrained(weights.folder, device=target, dtype=devices.inference_dtype(target))
+        network = DiffCodeModel.from_pretrained(weights.folder, device=target, dtype=torch.float32)
         return cls(network, weights, target, message)
 
     # -- public call ----------------------------------------------------------------------------
@@ -250,69 +251,61 @@ class DiffCodePipeline:
         with ``RestoreCancelled``. A NumPy array is indexed like ``SimpleITK.GetArrayFromImage``
         with spacing/origin/direction in SimpleITK's (i, j, k) order.
         """
-        spec = get_task(task)
-        steps, fidelity = self._check_options(spec, scale, steps, fidelity, samples, seed, batch_size, tile_size)
-        if isinstance(image, np.ndarray):
-            image = image_from_array(image, spacing, origin, direction)
-        elif not isinstance(image, sitk.Image):
-            raise VolumeError(f"input must be a SimpleITK image or a NumPy array, not {type(image).__name__}.")
-        check_volume(image, "input")
-        if image.GetDimension() == 3 and sorted(image.GetSize())[1] == 1:
-            raise VolumeError(f"input: a {tuple(image.GetSize())} volume is a line, not an image; give 2D slices.")
-
+        options = self._check_options(get_task(task), scale, steps, fidelity, seed, samples, batch_size, tile_size)
+        image = _as_image(image, spacing, origin, direction)
         axis = slice_axis(image)
         volume = sitk.GetArrayViewFromImage(image)
         volume = volume[None] if volume.ndim == 2 else volume
-        slices = np.moveaxis(volume, 2 - axis, 0)  # (N, rows, cols), a view
-        offset, norm_scale = self._intensity(spec, volume)
-        out_dtype = self._output_dtype(spec, volume.dtype)
+        slices = np.moveaxis(volume, 2 - axis, 0)  # (N, rows, cols), a view: nothing is copied
 
         size, out_spacing, out_origin = super_resolution_geometry(image, axis, scale)
-        out_volume = np.empty(tuple(reversed(size)) if image.GetDimension() == 3 else (1,) + tuple(reversed(size)),
-                              dtype=out_dtype)
-        out_slices = np.moveaxis(out_volume, 2 - axis, 0)
+        out_volume = np.empty((1,) * (3 - len(size)) + tuple(reversed(size)), _output_dtype(options.spec, volume.dtype))
         spread = np.empty(out_volume.shape, np.float32) if samples > 1 else None
-        spread_slices = np.moveaxis(spread, 2 - axis, 0) if spread is not None else None
-
-        rows, cols = out_slices.shape[1:]
-        multiple = self.model.size_multiple
-        padded = (_round_up(rows, multiple), _round_up(cols, multiple))
-        plan = devices.plan_work(self.device, padded, batch_size, tile_size, self._bytes_per_pixel)
-        total, done = slices.shape[0] * samples, 0
-        if progress:
-            progress(0, total)
-        with torch.inference_mode():
-            start = 0
-            while start < slices.shape[0]:
-                stop = min(slices.shape[0], start + plan.batch)
-                if cancel is not None and cancel.cancelled:
-                    raise RestoreCancelled("restoration cancelled; nothing was written.")
-                batch = self._prepare(spec, slices[start:stop], offset, norm_scale, scale)
-                try:
-                    mean, std = self._restore_batch(batch, spec, start, steps, fidelity, seed, samples, plan,
-                                                    cancel, padded, user_sized=batch_size is not None)
-                except _Retry:
-                    continue
-                restored = denormalize(spec.name, mean[:, :rows, :cols], offset, norm_scale)
-                if spec.norm_range is not None and scale == 1:
-                    source = slices[start:stop]
-                    outside = (source < spec.norm_range[0]) | (source > spec.norm_range[1])
-                    restored = np.where(outside, source, restored)
-                out_slices[start:stop] = _cast(restored, out_dtype)
-                if spread_slices is not None:
-                    spread_slices[start:stop] = std[:, :rows, :cols] * norm_scale
-                done += (stop - start) * samples
-                if progress:
-                    progress(done, total)
-                start = stop
+        self._stream(options, slices, np.moveaxis(out_volume, 2 - axis, 0),
+                     None if spread is None else np.moveaxis(spread, 2 - axis, 0),
+                     volume_intensity(options.spec, volume), batch_size, tile_size, progress, cancel)
 
         result = _to_image(out_volume, image, out_spacing, out_origin)
         uncertainty = _to_image(spread, image, out_spacing, out_origin) if spread is not None else None
-        metadata = self.provenance(spec, scale, steps, fidelity, seed, samples, plan.device)
-        return RestoreResult(result, uncertainty, metadata)
+        return RestoreResult(result, uncertainty, self.provenance(options))
+
+    def _stream(self, options: "_Options", slices: np.ndarray, out_slices: np.ndarray,
+                spread_slices: Optional[np.ndarray], intensity: Tuple[float, float], batch_size: Optional[int],
+                tile_size: Optional[int], progress: Optional[Progress], cancel: Optional[CancelToken]) -> None:
+        """Batches of slices: read, normalise, restore, scale back, write into the output views."""
+        spec, (offset, norm_scale) = options.spec, intensity
+        rows, cols = out_slices.shape[1:]
+        padded = (_round_up(rows, self.model.size_multiple), _round_up(cols, self.model.size_multiple))
+        plan = devices.plan_work(self.device, padded, batch_size, tile_size, self._bytes_per_pixel)
+        planned_from_memory = batch_size is not None or self._bytes_per_pixel is not None
+        total, done, start = slices.shape[0] * options.samples, 0, 0
+        if progress:
+            progress(0, total)
+        with torch.inference_mode():
+            while start < slices.shape[0]:
+                stop = min(slices.shape[0], start + plan.batch)
+                batch = self._prepare(options, slices[start:stop], offset, norm_scale)
+                try:
+                    mean, std = self._restore_batch(batch, options, start, plan, cancel)
+                except _Retry:
+                    continue  # out of memory: the plan is smaller now, run the same slices again
+                restored = denormalize(spec.name, mean[:, :rows, :cols], offset, norm_scale)
+                if spec.norm_range is not None and options.scale == 1:  # what the network cannot represent stays
+                    source = slices[start:stop]
+                    restored = np.where((source < spec.norm_range[0]) | (source > spec.norm_range[1]), source, restored)
+                out_slices[start:stop] = _cast(restored, out_slices.dtype)
+                if spread_slices is not None:
+                    spread_slices[start:stop] = std[:, :rows, :cols] * norm_scale
+                done, start = done + (stop - start) * options.samples, stop
+                if progress:
+                    progress(done, total)
+                if not (planned_from_memory or plan.shrunk) and self._bytes_per_pixel:
+                    planned_from_memory = True  # the first GPU call measured the memory a pixel needs
+                    plan.batch = devices.plan_work(self.device, padded, None, plan.tile, self._bytes_per_pixel).batch
 
     # -- pieces ---------------------------------------------------------------------------------
-    def _check_options(self, spec: TaskSpec, scale, steps, fidelity, samples, seed, batch_size, tile_size):
+    def _check_options(self, spec: TaskSpec, scale, steps, fidelity, seed, samples, batch_size,
+                       tile_size) -> "_Options":
         config = self.model.config
         if scale not in SR_SCALES:
             raise ValueError(f"scale must be one of {', '.join(map(str, SR_SCALES))}, not {scale!r}.")
@@ -331,32 +324,18 @@ class DiffCodePipeline:
             raise ValueError(f"seed must be a non-negative integer, not {seed}.")
         if batch_size is not None and int(batch_size) < 1:
             raise ValueError(f"batch size must be at least 1, not {batch_size}.")
-        if tile_size is not None and (int(tile_size) < devices.MIN_TILE or int(tile_size) % self.model.size_multiple):
+        smallest = max(devices.MIN_TILE, 2 * self.context + self.blend + self.model.size_multiple)
+        if tile_size is not None and (int(tile_size) < smallest or int(tile_size) % self.model.size_multiple):
             raise ValueError(f"tile size must be a multiple of {self.model.size_multiple} and at least "
-                             f"{devices.MIN_TILE}, not {tile_size}.")
-        return steps, fidelity
+                             f"{smallest}, not {tile_size}.")
+        return _Options(spec, int(scale), steps, fidelity, int(seed), int(samples))
 
-    @staticmethod
-    def _intensity(spec: TaskSpec, volume: np.ndarray) -> Tuple[float, float]:
-        """(offset, scale) once per volume; MRI's percentile from a regular subsample of voxels."""
-        if spec.norm_range is not None:
-            return intensity_scale(spec.name, volume[:1])
-        flat = volume.reshape(-1)
-        step = max(1, flat.size // MRI_SCALE_SAMPLE)
-        return intensity_scale(spec.name, np.asarray(flat[::step], dtype=np.float32))
-
-    @staticmethod
-    def _output_dtype(spec: TaskSpec, dtype: np.dtype) -> np.dtype:
-        if spec.modality == "CT" and dtype.kind in "iu":
-            return dtype
-        return np.dtype(np.float32)
-
-    def _prepare(self, spec: TaskSpec, source: np.ndarray, offset: float, scale_: float, scale: int) -> np.ndarray:
+    def _prepare(self, options: "_Options", source: np.ndarray, offset: float, norm_scale: float) -> np.ndarray:
         """Normalised float32 slices, upsampled for MRI SR, padded (reflection) to the model stride."""
         batch = np.asarray(source, dtype=np.float32)
-        if scale > 1:
-            batch = upsample_voxel_centred(batch, scale)
-        batch = normalize(spec.name, batch, offset, scale_)
+        if options.scale > 1:
+            batch = upsample_voxel_centred(batch, options.scale)
+        batch = normalize(options.spec.name, batch, offset, norm_scale)
         multiple = self.model.size_multiple
         pad_rows = _round_up(batch.shape[1], multiple) - batch.shape[1]
         pad_cols = _round_up(batch.shape[2], multiple) - batch.shape[2]
@@ -364,72 +343,64 @@ class DiffCodePipeline:
             batch = np.pad(batch, ((0, 0), (0, pad_rows), (0, pad_cols)), mode="symmetric")
         return np.ascontiguousarray(batch)
 
-    def _restore_batch(self, batch: np.ndarray, spec: TaskSpec, first_index: int, steps: int, fidelity: float,
-                       seed: int, samples: int, plan: devices.WorkPlan, cancel, padded, user_sized: bool):
+    def _restore_batch(self, batch: np.ndarray, options: "_Options", first_index: int, plan: devices.WorkPlan,
+                       cancel: Optional[CancelToken]) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         """Mean and std over samples of the restored, still normalised batch (N, rows, cols)."""
-        total = np.zeros(batch.shape, np.float64) if samples > 1 else None
-        squares = np.zeros(batch.shape, np.float64) if samples > 1 else None
-        single = None
-        for sample in range(samples):
+        total = np.zeros(batch.shape, np.float64)
+        squares = np.zeros(batch.shape, np.float64) if options.samples > 1 else None
+        for sample in range(options.samples):
             if cancel is not None and cancel.cancelled:
                 raise RestoreCancelled("restoration cancelled; nothing was written.")
-            restored = self._run_tiles(batch, spec, first_index, sample, steps, fidelity, seed, plan, padded,
-                                       user_sized)
-            if samples == 1:
-                single = restored
-            else:
-                total += restored
-                squares += np.square(restored, dtype=np.float64)
-        if samples == 1:
-            return single, None
-        mean = total / samples
-        std = np.sqrt(np.maximum(squares / samples - mean * mean, 0.0))
+            restored = self._run_tiles(batch, options, first_index, sample, plan)
+            if options.samples == 1:
+                return restored, None
+            total += restored
+            squares += np.square(restored, dtype=np.float64)
+        mean = total / options.samples
+        std = np.sqrt(np.maximum(squares / options.samples - mean * mean, 0.0))
         return mean.astype(np.float32), std.astype(np.float32)
 
-    def _run_tiles(self, batch: np.ndarray, spec: TaskSpec, first_index: int, sample: int, steps: int,
-                   fidelity: float, seed: int, plan: devices.WorkPlan, padded, user_sized: bool) -> np.ndarray:
+    def _run_tiles(self, batch: np.ndarray, options: "_Options", first_index: int, sample: int,
+                   plan: devices.WorkPlan) -> np.ndarray:
+        """The batch through the model whole, or in overlapping tiles blended with ``tile_weights_1d``."""
         n, rows, cols = batch.shape
         stride = self.model.size_multiple
-        noise = self._draw_noise(n, first_index, sample, steps, seed, rows, cols)
-        tile = plan.tile
-        step = tile - 2 * self.context - self.blend
-        if step < stride and (rows > tile or cols > tile):
-            raise ValueError(f"tile size {tile} is too small for the tile context and blend "
-                             f"({2 * self.context + self.blend + stride} pixels at least).")
-        row_starts = tile_starts(rows, tile, step)
-        col_starts = tile_starts(cols, tile, step)
+        noise = self._draw_noise(n, first_index, sample, options, rows, cols)
+        step = plan.tile - 2 * self.context - self.blend
+        row_starts, col_starts = tile_starts(rows, plan.tile, step), tile_starts(cols, plan.tile, step)
         if len(row_starts) == 1 and len(col_starts) == 1:
-            return self._run_model(batch, noise, spec, steps, fidelity, plan, user_sized)
+            return self._run_model(batch, noise, options, plan)
         out = np.zeros(batch.shape, np.float32)
         weight_sum = np.zeros((rows, cols), np.float32)
         for r0 in row_starts:
             for c0 in col_starts:
-                r1, c1 = min(rows, r0 + tile), min(cols, c0 + tile)
+                r1, c1 = min(rows, r0 + plan.tile), min(cols, c0 + plan.tile)
                 crop = noise[:, :, :, r0 // stride:r1 // stride, c0 // stride:c1 // stride]
-                y = self._run_model(batch[:, r0:r1, c0:c1], crop, spec, steps, fidelity, plan, user_sized)
+                y = self._run_model(batch[:, r0:r1, c0:c1], crop, options, plan)
                 w = np.outer(tile_weights_1d(r0, r1 - r0, rows, self.context, self.blend),
                              tile_weights_1d(c0, c1 - c0, cols, self.context, self.blend))
                 out[:, r0:r1, c0:c1] += y * w
                 weight_sum[r0:r1, c0:c1] += w
         return out / weight_sum
 
-    def _draw_noise(self, n, first_index, sample, steps, seed, rows, cols) -> torch.Tensor:
+    def _draw_noise(self, n: int, first_index: int, sample: int, options: "_Options", rows: int,
+                    cols: int) -> torch.Tensor:
         """(draws, N, C, rows/s, cols/s) diffusion noise for whole slices, seeded per slice and sample."""
+        latent = (rows // self.model.size_multiple, cols // self.model.size_multiple)
         schedule = getattr(self.model, "schedule", None)
         if getattr(self.model, "denoiser", None) is None or schedule is None:
-            return torch.zeros((0, n, 1, rows // self.model.size_multiple, cols // self.model.size_multiple))
-        draws = len(schedule.step_indices(steps))
-        shape = (draws, self.model.config.latent_dim, rows // self.model.size_multiple, cols // self.model.size_multiple)
+            return torch.zeros((0, n, 1) + latent)
+        shape = (len(schedule.step_indices(options.steps)), self.model.config.latent_dim) + latent
         per_slice = []
         for i in range(n):
-            generator = torch.Generator().manual_seed(slice_seed(seed, first_index + i, sample))
+            generator = torch.Generator().manual_seed(slice_seed(options.seed, first_index + i, sample))
             per_slice.append(torch.randn(shape, generator=generator))
         return torch.stack(per_slice, dim=1)
 
-    def _run_model(self, x: np.ndarray, noise: torch.Tensor, spec: TaskSpec, steps: int, fidelity: float,
-                   plan: devices.WorkPlan, user_sized: bool) -> np.ndarray:
+    def _run_model(self, x: np.ndarray, noise: torch.Tensor, options: "_Options",
+                   plan: devices.WorkPlan) -> np.ndarray:
         """One model call; on out-of-memory shrink the plan (then leave the GPU) and retry the batch."""
-        tensor = torch.from_numpy(x).unsqueeze(1).to(plan.device, dtype=_model_dtype(self.model))
+        tensor = torch.from_numpy(x).unsqueeze(1).to(plan.device)
         original = getattr(self.model, "schedule", None)
         try:
             if noise.shape[0]:
@@ -438,7 +409,8 @@ class DiffCodePipeline:
             if calibrate:
                 torch.cuda.reset_peak_memory_stats(plan.device)
                 before = torch.cuda.memory_allocated(plan.device)
-            y = self.model.restore(tensor, spec.index, steps=steps, fidelity=fidelity)
+            with devices.half_precision(plan.device, self.precision):
+                y = self.model.restore(tensor, options.spec.index, steps=options.steps, fidelity=options.fidelity)
             if calibrate:
                 peak = torch.cuda.max_memory_allocated(plan.device) - before
                 self._bytes_per_pixel = peak / float(x.size)
@@ -446,13 +418,13 @@ class DiffCodePipeline:
         except Exception as error:
             if not devices.is_out_of_memory(error):
                 raise
-            self._shrink(plan, user_sized)
+            self._shrink(plan)
             raise _Retry() from None
         finally:
             if original is not None:
                 self.model.schedule = original
 
-    def _shrink(self, plan: devices.WorkPlan, user_sized: bool) -> None:
+    def _shrink(self, plan: devices.WorkPlan) -> None:
         devices.release_memory(plan.device)
         if plan.smaller():
             self.message(f"Out of memory on {plan.device.type}: retrying with batch {plan.batch}, tile {plan.tile}.")
@@ -467,32 +439,67 @@ class DiffCodePipeline:
         cpu_plan = devices.plan_work(self.device, (plan.tile, plan.tile))
         plan.device, plan.batch, plan.tile = self.device, cpu_plan.batch, devices.DEFAULT_TILE["cpu"]
 
-    def provenance(self, spec: TaskSpec, scale: int, steps: int, fidelity: float, seed: int, samples: int,
-                   device: torch.device) -> Dict[str, object]:
+    def provenance(self, options: "_Options") -> Dict[str, object]:
+        """What produced a result: written into the output file's metadata."""
         return {
             "software": "DiffCode Restore",
             "version": __version__,
-            "task": spec.name,
+            "task": options.spec.name,
             "model": self.weights.name,
             "revision": self.weights.revision,
             "sha256": self.weights.sha256,
             "weights_source": self.weights.source,
-            "options": {"scale": scale, "steps": steps, "fidelity": fidelity, "seed": seed, "samples": samples},
-            "device": device.type,
+            "options": {"scale": options.scale, "steps": options.steps, "fidelity": options.fidelity,
+                        "seed": options.seed, "samples": options.samples},
+            "device": self.device.type,
             "created": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
         }
+
+
+@dataclass(frozen=True)
+class _Options:
+    spec: TaskSpec
+    scale: int
+    steps: int
+    fidelity: float
+    seed: int
+    samples: int
+
+
+def volume_intensity(spec: TaskSpec, volume: np.ndarray) -> Tuple[float, float]:
+    """(offset, scale) once per volume; MRI's percentile from a regular subsample of voxels."""
+    if spec.norm_range is not None:
+        return intensity_scale(spec.name, volume[:1])
+    flat = volume.reshape(-1)
+    step = max(1, flat.size // MRI_SCALE_SAMPLE)
+    return intensity_scale(spec.name, np.asarray(flat[::step], dtype=np.float32))
+
+
+def _output_dtype(spec: TaskSpec, dtype: np.dtype) -> np.dtype:
+    """CT keeps an integer voxel type (HU); everything else is float32."""
+    if spec.modality == "CT" and dtype.kind in "iu":
+        return dtype
+    return np.dtype(np.float32)
 
 
 class _Retry(Exception):
     """Internal: the batch hit out-of-memory and the plan was shrunk; run the batch again."""
 
 
+def _as_image(image, spacing, origin, direction) -> sitk.Image:
+    """The input as a checked SimpleITK image (a NumPy array gets the geometry given with it)."""
+    if isinstance(image, np.ndarray):
+        image = image_from_array(image, spacing, origin, direction)
+    elif not isinstance(image, sitk.Image):
+        raise VolumeError(f"input must be a SimpleITK image or a NumPy array, not {type(image).__name__}.")
+    check_volume(image, "input")
+    if image.GetDimension() == 3 and sorted(image.GetSize())[1] == 1:
+        raise VolumeError(f"input: a {tuple(image.GetSize())} volume is a line, not an image; give 2D slices.")
+    return image
+
+
 def _round_up(value: int, multiple: int) -> int:
     return int(math.ceil(value / multiple) * multiple)
-
-
-def _model_dtype(model) -> torch.dtype:
-    return next(model.parameters()).dtype
 
 
 def _cast(values: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -228,6 +228,9 @@ def check_output_path(path: PathLike, overwrite: bool = False, inputs: Optional[
             raise VolumeError(f"{path}: the output would replace the input; choose another output path.")
     if path.exists() and not overwrite:
         raise VolumeError(f"{path}: the output exists already; pass --overwrite to replace it.")
+    if suffix_of(path) != ".nrrd" and sidecar_path(path).exists() and not overwrite:
+        raise VolumeError(f"{sidecar_path(path)}: the provenance sidecar of this output exists already; "
+                          "pass --overwrite to replace it.")
     if not path.parent.is_dir():
         raise VolumeError(f"{path.parent}: the output folder does not exist.")
     return path

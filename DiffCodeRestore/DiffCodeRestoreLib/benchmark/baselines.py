@@ -1,7 +1,8 @@
 """Classical baselines: what a 3D Slicer user would reach for today, and the strong classical denoisers.
 
-Every filter works in original units (HU, SUV, MRI a.u.). Its main parameter is tuned generously:
-``tune`` scores each setting of a small grid on the slices it is given and keeps the best mean PSNR.
+Every filter works in original units (HU, SUV, MRI a.u.). Its main parameters are tuned generously:
+``tune`` scores each setting of a small grid on the slices it is given and keeps the best mean PSNR,
+extending the grid while the best setting lies on its edge.
 The harness hands it the test slices themselves (oracle tuning, favourable to the baselines).
 Strength parameters of NLM and BM3D are multiples of the noise level estimated on each slice, so
 one grid fits every task's intensity scale; filters run in pixel units (spacing 1).
@@ -9,6 +10,8 @@ one grid fits every task's intensity scale; filters run in pixel units (spacing 
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -79,21 +82,61 @@ def _mean_psnr(method_apply: Callable[[np.ndarray], np.ndarray], cases: Sequence
     return float(np.mean(psnrs))
 
 
+@dataclass(frozen=True)
+class Axis:
+    """One parameter's starting grid (ascending) and how far tuning may extend it geometrically."""
+
+    values: Tuple[float, ...]
+    low: float
+    high: float
+    integer: bool = False
+
+    def beyond(self, grid: List[float], upper: bool) -> Optional[float]:
+        """The next value past one end of ``grid`` (same ratio as its last step), or None at a bound."""
+        a, b = (grid[-1], grid[-2]) if upper else (grid[0], grid[1])
+        value = a * a / b
+        if self.integer:
+            value = float(round(value))
+        return value if self.low <= value <= self.high and value not in grid else None
+
+
 class GridBaseline:
-    """A filter ``apply(lq, *param)`` with a grid of settings; ``tune`` keeps the best mean PSNR per task."""
+    """A filter ``apply(lq, *param)`` tuned on the product of its axes' grids for the best mean PSNR.
+
+    Generous by construction: while the best setting sits at the end of an axis, that axis grows one
+    step past it (within its bounds), so the optimum is never cut off by the starting grid.
+    """
 
     tasks = tuple(TASKS)
+    MAX_ROUNDS = 6
 
-    def __init__(self, name: str, apply: Callable[..., np.ndarray], grid: Sequence[Param], label: str,
-                 default: Param, slow: bool = False):
-        self.name, self.apply, self.grid, self.label, self.default, self.slow = name, apply, list(grid), label, default, slow
+    def __init__(self, name: str, apply: Callable[..., np.ndarray], axes: Sequence[Axis], label: str,
+                 slow: bool = False):
+        self.name, self.apply, self.axes, self.label, self.slow = name, apply, list(axes), label, slow
+        self.default: Param = tuple(a.values[len(a.values) // 2] for a in self.axes)
         self.chosen: Dict[str, Param] = {}
         self.tuning: Dict[str, Dict[str, float]] = {}  # task -> {setting: mean PSNR}, for the report
 
     def tune(self, cases: Sequence, task: str) -> None:
-        scores = [_mean_psnr(lambda lq, p=param: self.apply(lq, *p), cases, task) for param in self.grid]
-        self.chosen[task] = self.grid[int(np.argmax(scores))]
-        self.tuning[task] = {self.label.format(*p): s for p, s in zip(self.grid, scores)}
+        grids = [list(a.values) for a in self.axes]
+        scores: Dict[Param, float] = {}
+        for _ in range(self.MAX_ROUNDS):
+            for param in itertools.product(*grids):
+                if param not in scores:
+                    scores[param] = _mean_psnr(lambda lq, p=param: self.apply(lq, *p), cases, task)
+            best = max(scores, key=scores.get)
+            grown = False
+            for axis, grid, value in zip(self.axes, grids, best):
+                for upper in (True, False):
+                    if len(grid) > 1 and value == (grid[-1] if upper else grid[0]):
+                        step = axis.beyond(grid, upper)
+                        if step is not None:
+                            grid.insert(len(grid) if upper else 0, step)
+                            grown = True
+            if not grown:
+                break
+        self.chosen[task] = best
+        self.tuning[task] = {self.label.format(*p): scores[p] for p in sorted(scores)}
 
     def parameter(self, task: str) -> str:
         return self.label.format(*self.chosen.get(task, self.default))
@@ -153,20 +196,21 @@ class DecimatedInterpolation:
         return out[0, 0].numpy().astype(np.float32)
 
 
+ITERATIONS = Axis((5, 10, 20, 40), 1, 320, integer=True)
+CONDUCTANCE = Axis((0.5, 1.0, 2.0, 4.0), 0.125, 64.0)
+
 BASELINES: Dict[str, Callable[[], Method]] = {
     "input": InputMethod,
     "gaussian": lambda: GridBaseline(
-        "gaussian", _gaussian, [(s,) for s in (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)], "sigma={:g} px", (1.0,)),
+        "gaussian", _gaussian, [Axis((0.5, 0.75, 1.0, 1.5, 2.0, 3.0), 0.25, 16.0)], "sigma={:.3g} px"),
     "curvature-ad": lambda: GridBaseline(
-        "curvature-ad", _anisotropic_diffusion("curvature"),
-        [(n, k) for n in (5, 10, 20, 40) for k in (0.5, 1.0, 2.0, 4.0)], "{:g} it, K={:g}", (10, 1.0)),
+        "curvature-ad", _anisotropic_diffusion("curvature"), [ITERATIONS, CONDUCTANCE], "{:g} it, K={:.3g}"),
     "gradient-ad": lambda: GridBaseline(
-        "gradient-ad", _anisotropic_diffusion("gradient"),
-        [(n, k) for n in (5, 10, 20, 40) for k in (0.5, 1.0, 2.0, 4.0)], "{:g} it, K={:g}", (10, 1.0)),
+        "gradient-ad", _anisotropic_diffusion("gradient"), [ITERATIONS, CONDUCTANCE], "{:g} it, K={:.3g}"),
     "nlm": lambda: GridBaseline(
-        "nlm", _nlm, [(f,) for f in (0.4, 0.6, 0.8, 1.0, 1.3, 1.7, 2.2)], "h={:g} sigma_est", (0.8,)),
+        "nlm", _nlm, [Axis((0.4, 0.6, 0.8, 1.0, 1.3, 1.7, 2.2), 0.05, 50.0)], "h={:.3g} sigma_est"),
     "bm3d": lambda: GridBaseline(
-        "bm3d", _bm3d, [(f,) for f in (0.75, 1.0, 1.5, 2.0, 3.0)], "sigma={:g} sigma_est", (1.0,), slow=True),
+        "bm3d", _bm3d, [Axis((0.75, 1.0, 1.5, 2.0, 3.0), 0.1, 50.0)], "sigma={:.3g} sigma_est", slow=True),
     "bicubic": lambda: DecimatedInterpolation("bicubic"),
     "bspline": lambda: DecimatedInterpolation("bspline"),
 }

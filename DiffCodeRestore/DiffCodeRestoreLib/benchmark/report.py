@@ -178,7 +178,8 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def summary_markdown(results: Sequence[TaskResult], command: str = "") -> str:
+def _summary_table(results: Sequence[TaskResult], on_subset: bool) -> List[str]:
+    """Method x task PSNR/SSIM (and the task average) on all slices, or on each task's slow-method subset."""
     names = list(dict.fromkeys(m.name for r in results for m in r.methods))
     slow = {m.name for r in results for m in r.methods if m.slow}
     header = ["Method"]
@@ -194,7 +195,7 @@ def summary_markdown(results: Sequence[TaskResult], command: str = "") -> str:
             if found is None:
                 row += ["", ""]
                 continue
-            mean = found.mean()
+            mean = found.mean(r.subset if on_subset else None)
             psnrs.append(mean["psnr"])
             ssims.append(mean["ssim"])
             row += [_fmt(mean["psnr"], 2), _fmt(mean["ssim"], 4)]
@@ -202,16 +203,23 @@ def summary_markdown(results: Sequence[TaskResult], command: str = "") -> str:
             complete = len(psnrs) == len(results)
             row += [_fmt(float(np.mean(psnrs)), 2) if complete else "", _fmt(float(np.mean(ssims)), 4) if complete else ""]
         rows.append(row)
+    return _table(header, rows)
+
+
+def summary_markdown(results: Sequence[TaskResult], command: str = "") -> str:
     lines = ["## Benchmark results", ""]
     if command:
         lines += [f"Command: `{command}`", ""]
-    lines += _table(header, rows)
-    lines += ["", PROTOCOL, "", TUNING, ""]
-    if slow:
-        lines += [f"{SLOW_MARK} Slow methods ran on a small evenly spread subset of slices; each task section below "
-                  "scores every method on that subset too.", ""]
-    lines += [f"Seconds per slice measured in this run on {platform.machine()} with {os.cpu_count()} CPU core(s) "
-              "(shared with other work: indicative).", ""]
+    slices = ", ".join(f"{r.task} {r.n_slices}" for r in results)
+    lines += [f"Mean over all test slices ({slices}):", ""] + _summary_table(results, on_subset=False)
+    if any(m.slow for r in results for m in r.methods):
+        subsets = ", ".join(f"{r.task} {len(r.subset)}" for r in results)
+        lines += ["", f"{SLOW_MARK} Slow methods ran only on a small evenly spread subset of slices ({subsets}), so "
+                  "their row above is not comparable with the others. Every method on those same subsets:", ""]
+        lines += _summary_table(results, on_subset=True)
+    lines += ["", PROTOCOL, "", TUNING, "",
+              f"Seconds per slice (task sections) measured in this run on {platform.machine()} with "
+              f"{os.cpu_count()} CPU core(s), shared with other work: indicative.", ""]
     return "\n".join(lines)
 
 

@@ -36,11 +36,18 @@ def staging_dir(parent: Path, prefix: str) -> Path:
 
 
 def publish(staging: Path, final: Path) -> None:
-    """Put a complete ``staging`` folder in place of ``final``; readers never see a half folder."""
-    if final.exists():
-        retired = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=final.parent))
-        final.rename(retired / final.name)
+    """Put a complete ``staging`` folder in place of ``final``; readers never see a half folder.
+
+    If a concurrent process publishes ``final`` in between, its complete folder is kept and
+    ``staging`` is left for the caller to remove.
+    """
+    retired = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=final.parent))
+    try:
+        if final.exists():
+            final.rename(retired / final.name)
         staging.rename(final)
-        shutil.rmtree(retired)
-    else:
-        staging.rename(final)
+    except OSError:
+        if not final.is_dir():
+            raise
+    finally:
+        shutil.rmtree(retired, ignore_errors=True)

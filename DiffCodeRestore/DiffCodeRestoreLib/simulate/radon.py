@@ -152,8 +152,7 @@ def forward(images: torch.Tensor, angles: Angles, pixel_mm: float) -> torch.Tens
         bases = torch.tensor([base for base, _ in chunk], dtype=torch.float64)
         grid = _rotation_grid(bases, n_det, size, to_frame=True)
         for mirror in (0, 1):
-            used = [any(m == bool(mirror) for _, _, m in views) for _, views in chunk]
-            if not any(used):
+            if not any(is_mirror == bool(mirror) for _, views in chunk for _, _, is_mirror in views):
                 continue
             inputs = source[mirror][None].expand(len(chunk), batch, size, size)
             frames = F.grid_sample(inputs, grid, mode="bilinear", padding_mode="zeros", align_corners=True)

@@ -1,0 +1,248 @@
+"""Speed and memory of whole-volume restoration beside NLM and BM3D (a command, not a test).
+
+    python -m DiffCodeRestoreLib.benchmark.speed [--weights NAME|FOLDER] [--device cpu] [--volume-slices 300]
+                                                 [--out FILE.md]
+
+Measures, on real CT slices (``lung2`` from the cache; a synthetic phantom if it is missing):
+seconds per slice at 256x256 and 512x512 for DiffCode, scikit-image non-local means (fast mode)
+and BM3D; the wall time and peak resident memory of a 512x512x300 CT volume restored in a fresh
+process (``ru_maxrss``); how time scales with the number of slices; and the `diffcode-restore`
+command restoring a 16-slice 512x512 volume, start-up included, against NLM on the same slices.
+GPU rows are added when CUDA is available. Without released weights the model's architecture is
+timed with random weights (the speed does not depend on the values of the weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import SimpleITK as sitk
+
+CT_TASK = "ct-denoise"
+SCALING_COUNTS = (1, 4, 16, 48)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Inputs
+
+
+def ct_volume(slices: int, size: int = 512) -> Tuple[sitk.Image, str]:
+    """A CT volume of ``slices`` real lung2 slices (cycled), at ``size`` pixels; and what it is."""
+    try:
+        from ..data.volumes import load_volume
+
+        source = load_volume("lung2")
+        label = "lung2 CT (real)"
+    except Exception:  # the cache is optional for a speed figure
+        source = _phantom()
+        label = "synthetic CT phantom (lung2 not in the cache)"
+    array = sitk.GetArrayViewFromImage(source)
+    picks = np.arange(slices) % array.shape[0]
+    volume = np.ascontiguousarray(array[picks])
+    spacing = list(source.GetSpacing())
+    if size != volume.shape[1]:
+        factor = volume.shape[1] // size
+        volume = volume.reshape(slices, size, factor, size, factor).mean(axis=(2, 4)).astype(np.int16)
+        spacing[0] *= factor
+        spacing[1] *= factor
+    image = sitk.GetImageFromArray(volume)
+    image.SetSpacing(spacing)
+    return image, label
+
+
+def _phantom() -> sitk.Image:
+    rng = np.random.default_rng(0)
+    rows, cols = np.mgrid[:512, :512] - 256
+    body = np.where(rows ** 2 / 200 ** 2 + cols ** 2 / 240 ** 2 < 1, 40.0, -1000.0)
+    lungs = ((rows / 120) ** 2 + ((np.abs(cols) - 110) / 70) ** 2) < 1
+    slice_ = np.where(lungs, -850.0, body)
+    volume = np.stack([slice_ + rng.normal(0, 30, slice_.shape) for _ in range(16)]).astype(np.int16)
+    image = sitk.GetImageFromArray(volume)
+    image.SetSpacing((0.7, 0.7, 5.0))
+    return image
+
+
+def weights_folder(choice: Optional[str], workdir: Path) -> Tuple[str, str]:
+    """(folder, label): the chosen or default weights, else the 'small' architecture with random weights."""
+    from ..hub import WeightsError, resolve
+
+    try:
+        resolved = resolve(choice, allow_download=False)
+        return str(resolved.folder), f"{resolved.name} ({resolved.source})"
+    except WeightsError:
+        if choice is not None:
+            raise
+    import torch
+
+    from ..models import DiffCodeConfig, DiffCodeModel
+
+    torch.manual_seed(0)
+    folder = workdir / "small-random"
+    DiffCodeModel(DiffCodeConfig.preset("small")).save_pretrained(folder, fp16=True)
+    return str(folder), "preset 'small', random weights (no released weights found; speed only)"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Measurements
+
+
+def timed(work: Callable[[], object], repeat: int = 1) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        work()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def per_slice_rows(pipe, device: str, slices: int, bm3d_slices: int) -> List[List[str]]:
+    from .baselines import make_baselines
+
+    nlm, bm3d = make_baselines(["nlm", "bm3d"])
+    rows = []
+    for size in (256, 512):
+        image, _ = ct_volume(slices, size)
+        pipe(image[:, :, :1], CT_TASK)  # warm-up: first-call allocations
+        model = timed(lambda: pipe(image, CT_TASK)) / slices
+        array = sitk.GetArrayFromImage(image).astype(np.float32)
+        spacing = image.GetSpacing()[1::-1]
+        nlm_time = timed(lambda: [nlm.restore(s, CT_TASK, spacing) for s in array]) / slices
+        bm3d_time = timed(lambda: [bm3d.restore(s, CT_TASK, spacing) for s in array[:bm3d_slices]]) / bm3d_slices
+        rows.append([f"{size} x {size}", f"{model:.3f}", f"{nlm_time:.3f}", f"{bm3d_time:.2f}", device])
+    return rows
+
+
+def scaling_rows(pipe) -> List[List[str]]:
+    rows = []
+    image, _ = ct_volume(max(SCALING_COUNTS))
+    pipe(image[:, :, :1], CT_TASK)
+    for count in SCALING_COUNTS:
+        seconds = timed(lambda: pipe(image[:, :, :count], CT_TASK))
+        rows.append([str(count), f"{seconds:.2f}", f"{seconds / count:.3f}"])
+    return rows
+
+
+def volume_in_subprocess(weights: str, slices: int, device: str) -> Dict[str, float]:
+    """Restore a 512x512xN CT volume in a fresh process; its wall time and peak resident set."""
+    command = [sys.executable, "-m", "DiffCodeRestoreLib.benchmark.speed", "--child-volume", str(slices),
+               "--weights", weights, "--device", device]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _child_volume(weights: str, slices: int, device: str) -> None:
+    from ..pipeline import DiffCodePipeline
+
+    image, _ = ct_volume(slices)
+    pipe = DiffCodePipeline.from_pretrained(weights, device=device)
+    before = _peak_rss_mb()
+    start = time.perf_counter()
+    result = pipe(image, CT_TASK)
+    seconds = time.perf_counter() - start
+    assert result.image.GetSize() == image.GetSize()
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": _peak_rss_mb(), "rss_before_mb": before,
+                      "input_mb": image.GetNumberOfPixels() * 2 / 2 ** 20}))
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2 ** 20 if sys.platform == "darwin" else peak / 2 ** 10  # bytes on macOS, KiB elsewhere
+
+
+def command_line_rows(weights: str, device: str, workdir: Path) -> List[List[str]]:
+    """`diffcode-restore restore` on a 16-slice 512x512 CT volume, start-up included, vs NLM."""
+    from .baselines import make_baselines
+
+    image, _ = ct_volume(16)
+    source, target = workdir / "ct16.nrrd", workdir / "ct16-restored.nrrd"
+    sitk.WriteImage(image, str(source))
+    command = [sys.executable, "-m", "DiffCodeRestoreLib", "restore", str(source), str(target), "--task", CT_TASK,
+               "--model", weights, "--device", device, "--quiet", "--overwrite"]
+    seconds = timed(lambda: subprocess.run(command, check=True, capture_output=True))
+    nlm = make_baselines(["nlm"])[0]
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    nlm_seconds = timed(lambda: [nlm.restore(s, CT_TASK, (0.7, 0.7)) for s in array])
+    return [["diffcode-restore restore (whole command)", f"{seconds:.1f}", f"{seconds / 16:.3f}"],
+            ["scikit-image NLM, fast mode (filter only)", f"{nlm_seconds:.1f}", f"{nlm_seconds / 16:.3f}"]]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Report
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> str:
+    import torch
+
+    from ..device import describe, resolve_device
+    from ..pipeline import DiffCodePipeline
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        weights, weights_label = weights_folder(args.weights, workdir)
+        device = resolve_device(args.device)
+        pipe = DiffCodePipeline.from_pretrained(weights, device=device)
+        _, data_label = ct_volume(1)
+        sections = [
+            f"# DiffCode Restore speed benchmark\n\nModel: {weights_label}. Data: {data_label}. "
+            f"Device: {describe(device)}; CPU cores available: {len(os.sched_getaffinity(0))}; "
+            f"torch {torch.__version__}.",
+            "## Seconds per slice (CT, best of one run over the slices)\n\n" + table(
+                ["slice", "DiffCode", "NLM (fast)", "BM3D", "DiffCode device"],
+                per_slice_rows(pipe, device.type, args.slices, args.bm3d_slices)),
+            "## Scaling with the number of 512 x 512 slices\n\n" + table(
+                ["slices", "seconds", "seconds per slice"], scaling_rows(pipe)),
+        ]
+        volume = volume_in_subprocess(weights, args.volume_slices, device.type)
+        sections.append(
+            f"## A 512 x 512 x {args.volume_slices} CT volume in a fresh process\n\n" + table(
+                ["wall time (s)", "s per slice", "peak RSS (MB)", "RSS before restoring (MB)", "input int16 (MB)"],
+                [[f"{volume['seconds']:.1f}", f"{volume['seconds'] / args.volume_slices:.3f}",
+                  f"{volume['peak_rss_mb']:.0f}", f"{volume['rss_before_mb']:.0f}", f"{volume['input_mb']:.0f}"]]))
+        sections.append("## 16-slice 512 x 512 CT volume from the command line (start-up included)\n\n" + table(
+            ["what", "seconds", "seconds per slice"], command_line_rows(weights, device.type, workdir)))
+        if device.type == "cpu" and torch.cuda.is_available():
+            gpu = DiffCodePipeline.from_pretrained(weights, device="cuda")
+            sections.append("## GPU\n\n" + table(["slice", "DiffCode", "NLM (fast)", "BM3D", "DiffCode device"],
+                                                  per_slice_rows(gpu, "cuda", args.slices, 1)))
+    return "\n\n".join(sections) + "\n"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m DiffCodeRestoreLib.benchmark.speed",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--weights", help="catalog name or weights folder (default: the default model)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
+    parser.add_argument("--slices", type=int, default=8, help="slices timed per size (default 8)")
+    parser.add_argument("--bm3d-slices", type=int, default=1, help="slices timed for BM3D (default 1)")
+    parser.add_argument("--volume-slices", type=int, default=300, help="slices of the big volume (default 300)")
+    parser.add_argument("--out", help="also write the Markdown report here")
+    parser.add_argument("--child-volume", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child_volume:
+        _child_volume(args.weights, args.child_volume, args.device)
+        return 0
+    report = run(args)
+    print(report)
+    if args.out:
+        Path(args.out).write_text(report, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
