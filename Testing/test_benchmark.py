@@ -95,6 +95,11 @@ def test_grid_tuning_grows_past_an_edge_until_the_optimum_is_inside():
     assert chosen > gaussian.axes[0].values[-1]  # beyond the starting grid
     assert chosen < tried[-1]  # and a larger smoothing was tried and lost
     assert _psnr_by_hand(gaussian, case, chosen) == pytest.approx(max(gaussian.tuning[task].values()))
+    assert not gaussian.parameter(task).endswith("(grid edge)")
+    # Almost no noise: the least smoothing wins, down to the axis bound, and the table says so.
+    gaussian.tune([_smooth_case(noise=0.01)], task)
+    assert gaussian.chosen[task] == (min(float(k.split("=")[1].split()[0]) for k in gaussian.tuning[task]),)
+    assert gaussian.parameter(task).endswith("(grid edge)")
 
 
 @pytest.mark.parametrize("name", ["curvature-ad", "gradient-ad", "nlm"])

@@ -150,3 +150,9 @@ def test_stage1_prior_transfers_to_restorer():
     model.load_prior(ae)
     assert torch.equal(model.codebook.codes, ae.codebook.codes)
     assert not any(p.requires_grad for p in model.codebook.parameters())
+
+
+def test_half_precision_weights_run(tiny_weights):
+    model = DiffCodeModel.from_pretrained(tiny_weights, dtype=torch.bfloat16)
+    y = model.restore(torch.rand(1, 1, 16, 16, dtype=torch.bfloat16), 1)
+    assert y.dtype == torch.bfloat16 and torch.isfinite(y.float()).all()

@@ -98,16 +98,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def run_restore(args: argparse.Namespace) -> int:
     from .tasks import get_task
-    from .volume_io import VolumeError
+    from .volume_io import VolumeError, read_volume
 
     get_task(args.task)
     jobs = plan_jobs(Path(args.input), Path(args.output), args.overwrite, args.samples > 1)
-    pipeline = _load_pipeline(args)
+    pipeline = None  # loaded once the first input reads well: a bad input is reported first
     failures = 0
     for source, target in jobs:
         try:
-            restore_one(pipeline, source, target, args)
-        except (VolumeError, ValueError) as error:
+            image = read_volume(source)
+            pipeline = pipeline or _load_pipeline(args)  # weights or option errors end the whole run
+            restore_one(pipeline, image, source, target, args)
+        except VolumeError as error:  # this input is bad: in a batch, say so and go on
             if len(jobs) == 1:
                 raise
             failures += 1
@@ -162,12 +164,12 @@ def _load_pipeline(args: argparse.Namespace):
                                             message=_note)
 
 
-def restore_one(pipeline, source: Path, target: Path, args: argparse.Namespace) -> None:
+def restore_one(pipeline, image, source: Path, target: Path, args: argparse.Namespace) -> None:
+    """Restore one volume read from ``source`` and write it (and its uncertainty map) to ``target``."""
     from tqdm.auto import tqdm
 
-    from .volume_io import read_volume, write_volume
+    from .volume_io import write_volume
 
-    image = read_volume(source)
     with tqdm(unit="slice", desc=source.name, disable=args.quiet, leave=False) as bar:
         def progress(done: int, total: int) -> None:
             if bar.total != total:

@@ -84,7 +84,7 @@ def _mean_psnr(method_apply: Callable[[np.ndarray], np.ndarray], cases: Sequence
 
 @dataclass(frozen=True)
 class Axis:
-    """One parameter's starting grid (ascending) and how far tuning may extend it geometrically."""
+    """One parameter's starting grid (ascending) and the bounds within which tuning may extend it."""
 
     values: Tuple[float, ...]
     low: float
@@ -92,54 +92,67 @@ class Axis:
     integer: bool = False
 
     def beyond(self, grid: List[float], upper: bool) -> Optional[float]:
-        """The next value past one end of ``grid`` (same ratio as its last step), or None at a bound."""
-        a, b = (grid[-1], grid[-2]) if upper else (grid[0], grid[1])
-        value = a * a / b
+        """The next value past one end of ``grid`` (at least a factor 2 out), or None at a bound."""
+        end, inner = (grid[-1], grid[-2]) if upper else (grid[0], grid[1])
+        ratio = max(end / inner if upper else inner / end, 2.0)
+        value = end * ratio if upper else end / ratio
         if self.integer:
             value = float(round(value))
         return value if self.low <= value <= self.high and value not in grid else None
 
 
+def _on_edge(grids: Sequence[List[float]], param: Param) -> List[Tuple[int, bool]]:
+    """(axis, upper) for every axis of more than one value where ``param`` sits at an end of its grid."""
+    return [(i, upper) for i, (grid, value) in enumerate(zip(grids, param)) if len(grid) > 1
+            for upper in (True, False) if value == (grid[-1] if upper else grid[0])]
+
+
 class GridBaseline:
     """A filter ``apply(lq, *param)`` tuned on the product of its axes' grids for the best mean PSNR.
 
-    Generous by construction: while the best setting sits at the end of an axis, that axis grows one
-    step past it (within its bounds), so the optimum is never cut off by the starting grid.
+    Generous by construction: while the best setting sits at the end of an axis, that axis grows past
+    it (within its bounds, for at most MAX_ROUNDS rounds), so the starting grid does not cut the
+    optimum off; a setting still at an edge afterwards is flagged in its parameter text.
     """
 
     tasks = tuple(TASKS)
-    MAX_ROUNDS = 6
+    MAX_ROUNDS = 8
 
     def __init__(self, name: str, apply: Callable[..., np.ndarray], axes: Sequence[Axis], label: str,
                  slow: bool = False):
         self.name, self.apply, self.axes, self.label, self.slow = name, apply, list(axes), label, slow
         self.default: Param = tuple(a.values[len(a.values) // 2] for a in self.axes)
         self.chosen: Dict[str, Param] = {}
+        self.at_edge: Dict[str, bool] = {}
         self.tuning: Dict[str, Dict[str, float]] = {}  # task -> {setting: mean PSNR}, for the report
 
     def tune(self, cases: Sequence, task: str) -> None:
         grids = [list(a.values) for a in self.axes]
         scores: Dict[Param, float] = {}
-        for _ in range(self.MAX_ROUNDS):
+        for round_index in range(self.MAX_ROUNDS + 1):
             for param in itertools.product(*grids):
                 if param not in scores:
                     scores[param] = _mean_psnr(lambda lq, p=param: self.apply(lq, *p), cases, task)
             best = max(scores, key=scores.get)
-            grown = False
-            for axis, grid, value in zip(self.axes, grids, best):
-                for upper in (True, False):
-                    if len(grid) > 1 and value == (grid[-1] if upper else grid[0]):
-                        step = axis.beyond(grid, upper)
-                        if step is not None:
-                            grid.insert(len(grid) if upper else 0, step)
-                            grown = True
-            if not grown:
+            if round_index == self.MAX_ROUNDS or not self._grow(grids, best):
                 break
         self.chosen[task] = best
+        self.at_edge[task] = bool(_on_edge(grids, best))
         self.tuning[task] = {self.label.format(*p): scores[p] for p in sorted(scores)}
 
+    def _grow(self, grids: List[List[float]], best: Param) -> bool:
+        """Extend every axis whose end ``best`` sits on; False when none can grow."""
+        grown = False
+        for axis_index, upper in _on_edge(grids, best):
+            step = self.axes[axis_index].beyond(grids[axis_index], upper)
+            if step is not None:
+                grids[axis_index].insert(len(grids[axis_index]) if upper else 0, step)
+                grown = True
+        return grown
+
     def parameter(self, task: str) -> str:
-        return self.label.format(*self.chosen.get(task, self.default))
+        text = self.label.format(*self.chosen.get(task, self.default))
+        return text + " (grid edge)" if self.at_edge.get(task) else text
 
     def restore(self, lq: np.ndarray, task: str, spacing: Spacing) -> np.ndarray:
         return np.asarray(self.apply(lq, *self.chosen.get(task, self.default)), dtype=np.float32)
@@ -208,9 +221,9 @@ BASELINES: Dict[str, Callable[[], Method]] = {
     "gradient-ad": lambda: GridBaseline(
         "gradient-ad", _anisotropic_diffusion("gradient"), [ITERATIONS, CONDUCTANCE], "{:g} it, K={:.3g}"),
     "nlm": lambda: GridBaseline(
-        "nlm", _nlm, [Axis((0.4, 0.6, 0.8, 1.0, 1.3, 1.7, 2.2), 0.05, 50.0)], "h={:.3g} sigma_est"),
+        "nlm", _nlm, [Axis((0.4, 0.6, 0.8, 1.0, 1.3, 1.7, 2.2), 0.05, 500.0)], "h={:.3g} sigma_est"),
     "bm3d": lambda: GridBaseline(
-        "bm3d", _bm3d, [Axis((0.75, 1.0, 1.5, 2.0, 3.0), 0.1, 50.0)], "sigma={:.3g} sigma_est", slow=True),
+        "bm3d", _bm3d, [Axis((0.75, 1.0, 1.5, 2.0, 3.0), 0.1, 500.0)], "sigma={:.3g} sigma_est", slow=True),
     "bicubic": lambda: DecimatedInterpolation("bicubic"),
     "bspline": lambda: DecimatedInterpolation("bspline"),
 }

@@ -26,7 +26,8 @@ PROTOCOL = ("AMIR protocol, per 2D slice with scikit-image: CT clipped to [-160,
             "tasks PSNR range = max - min of the reference slice; SSIM Gaussian window sigma 1.5, no sample-covariance "
             "correction; RMSE in original units; means over slices.")
 TUNING = ("Baseline parameters: best mean PSNR over each filter's grid, chosen per task on the test slices themselves "
-          "(oracle tuning, favourable to the baselines); NLM and BM3D strengths are multiples of the noise level "
+          "(oracle tuning, favourable to the baselines); a grid grows past its end while the best setting lies there "
+          "('grid edge' marks a setting still at a bound); NLM and BM3D strengths are multiples of the noise level "
           "estimated on each slice.")
 SLOW_MARK = "†"
 
@@ -89,8 +90,9 @@ def task_markdown(result: TaskResult) -> str:
         lines += _table(["Method"] + cases, per_case)
     lines += _margins(result)
     lo, hi = display_window(result.task, result.montage["reference"])
+    digits = max(0, 3 - math.floor(math.log10(hi - lo)))
     lines += ["", f"Montage `{result.task}.png` (case {result.montage_key[0]}, slice {result.montage_key[1]}; "
-              f"window {lo:.4g} to {hi:.4g} {spec.units}; bottom row: zoom of the centre): "
+              f"window {lo:.{digits}f} to {hi:.{digits}f} {spec.units}; bottom row: zoom of the centre): "
               + " | ".join(result.montage), ""]
     return "\n".join(lines)
 

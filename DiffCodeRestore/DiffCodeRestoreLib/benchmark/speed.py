@@ -28,6 +28,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import SimpleITK as sitk
 
+from ..pipeline import DiffCodePipeline  # first: it sets the OpenMP wait policy before torch loads
+
 CT_TASK = "ct-denoise"
 SCALING_COUNTS = (1, 4, 16, 48)
 
@@ -132,6 +134,58 @@ def scaling_rows(pipe) -> List[List[str]]:
     return rows
 
 
+def ct_batch(slices: int):
+    """``slices`` real 512 x 512 CT slices, normalised for the network: (N, 1, 512, 512)."""
+    import torch
+
+    image, _ = ct_volume(slices)
+    array = (sitk.GetArrayFromImage(image).astype(np.float32) + 1024) / 4095
+    return image, torch.from_numpy(array).clamp(0, 1)[:, None]
+
+
+def bare_model_seconds(model, x, context=None) -> float:
+    """Seconds per slice of the model alone (best of two, after a warm-up call)."""
+    import torch
+
+    with (context or torch.inference_mode)():
+        model.restore(x, 1)
+        return timed(lambda: model.restore(x, 1), repeat=2) / x.shape[0]
+
+
+def profile_rows(pipe, slices: int = 2) -> List[List[str]]:
+    """Where the time goes on 512 x 512 slices: the bare model under settings that matter on a CPU
+    (threads, inference mode, memory layout, OpenMP wait policy), and the whole pipeline on the
+    same slices (its overhead: reading, normalising, noise, tiles, writing)."""
+    import torch
+
+    image, x = ct_batch(slices)
+    model, threads = pipe.model, torch.get_num_threads()
+    rows = [[f"model, inference_mode, {threads} threads", f"{bare_model_seconds(model, x):.3f}"],
+            ["model, no_grad instead of inference_mode", f"{bare_model_seconds(model, x, torch.no_grad):.3f}"]]
+    model.to(memory_format=torch.channels_last)
+    rows.append(["model, channels-last",
+                 f"{bare_model_seconds(model, x.contiguous(memory_format=torch.channels_last)):.3f}"])
+    model.to(memory_format=torch.contiguous_format)
+    torch.set_num_threads(1)
+    rows.append(["model, 1 thread", f"{bare_model_seconds(model, x):.3f}"])
+    torch.set_num_threads(threads)
+    for policy in ("ACTIVE", "PASSIVE"):  # read when OpenMP starts: needs a fresh process
+        command = [sys.executable, "-m", "DiffCodeRestoreLib.benchmark.speed", "--child-model", str(slices),
+                   "--weights", str(pipe.weights.folder)]
+        done = subprocess.run(command, capture_output=True, text=True, check=True,
+                              env={**os.environ, "OMP_WAIT_POLICY": policy})
+        rows.append([f"model, {threads} threads, OMP_WAIT_POLICY={policy} (fresh process)",
+                     done.stdout.split()[-1]])
+    pipe(image[:, :, :1], CT_TASK)
+    rows.append(["whole pipeline (same slices)", f"{timed(lambda: pipe(image, CT_TASK), repeat=2) / slices:.3f}"])
+    return rows
+
+
+def _child_model(weights: str, slices: int) -> None:
+    pipe = DiffCodePipeline.from_pretrained(weights, device="cpu")
+    print(f"{bare_model_seconds(pipe.model, ct_batch(slices)[1]):.3f}")
+
+
 def volume_in_subprocess(weights: str, slices: int, device: str) -> Dict[str, float]:
     """Restore a 512x512xN CT volume in a fresh process; its wall time and peak resident set."""
     command = [sys.executable, "-m", "DiffCodeRestoreLib.benchmark.speed", "--child-volume", str(slices),
@@ -141,8 +195,6 @@ def volume_in_subprocess(weights: str, slices: int, device: str) -> Dict[str, fl
 
 
 def _child_volume(weights: str, slices: int, device: str) -> None:
-    from ..pipeline import DiffCodePipeline
-
     image, _ = ct_volume(slices)
     pipe = DiffCodePipeline.from_pretrained(weights, device=device)
     before = _peak_rss_mb()
@@ -190,7 +242,6 @@ def run(args: argparse.Namespace) -> str:
     import torch
 
     from ..device import describe, resolve_device
-    from ..pipeline import DiffCodePipeline
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -201,10 +252,13 @@ def run(args: argparse.Namespace) -> str:
         sections = [
             f"# DiffCode Restore speed benchmark\n\nModel: {weights_label}. Data: {data_label}. "
             f"Device: {describe(device)}; CPU cores available: {len(os.sched_getaffinity(0))}; "
-            f"torch {torch.__version__}.",
+            f"torch {torch.__version__}; load average at the start {os.getloadavg()[0]:.1f} "
+            "(other processes share the cores: compare rows of one run).",
             "## Seconds per slice (CT, best of one run over the slices)\n\n" + table(
                 ["slice", "DiffCode", "NLM (fast)", "BM3D", "DiffCode device"],
                 per_slice_rows(pipe, device.type, args.slices, args.bm3d_slices)),
+            "## Profile: seconds per 512 x 512 slice\n\n" + table(["setting", "seconds per slice"],
+                                                                  profile_rows(pipe)),
             "## Scaling with the number of 512 x 512 slices\n\n" + table(
                 ["slices", "seconds", "seconds per slice"], scaling_rows(pipe)),
         ]
@@ -233,9 +287,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--volume-slices", type=int, default=300, help="slices of the big volume (default 300)")
     parser.add_argument("--out", help="also write the Markdown report here")
     parser.add_argument("--child-volume", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child-model", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child_volume:
         _child_volume(args.weights, args.child_volume, args.device)
+        return 0
+    if args.child_model:
+        _child_model(args.weights, args.child_model)
         return 0
     report = run(args)
     print(report)

@@ -107,6 +107,14 @@ def _log_uniform(rng: np.random.Generator, bounds, size=None):
     return np.exp(rng.uniform(math.log(low), math.log(high), size))
 
 
+def _stratified_log(rng: np.random.Generator, bounds, count: int) -> np.ndarray:
+    """``count`` values log-uniform over ``bounds``, one in each of ``count`` equal log-strata, in
+    random order: a few cases still cover the whole range (plain draws may bunch up)."""
+    low, high = (math.log(b) for b in bounds)
+    strata = (np.arange(count) + rng.uniform(size=count)) / count
+    return np.exp(low + (high - low) * rng.permutation(strata))
+
+
 def _seed(rng: np.random.Generator) -> int:
     return int(rng.integers(2 ** 31 - 1))
 
@@ -130,11 +138,10 @@ def soft_tissue_noise(hq: np.ndarray, lq: np.ndarray) -> List[float]:
     return out
 
 
-def _training_grid(rng: np.random.Generator, params: dict) -> Tuple[float, int, int]:
-    """A pixel size and a window (rows, cols), each log-uniform over the training ranges."""
-    pixel = float(_log_uniform(rng, params["pixel_mm"]))
+def _window_size(rng: np.random.Generator, params: dict) -> Tuple[int, int]:
+    """A field of view (rows, cols) in pixels, each log-uniform over the training range."""
     rows, cols = (int(round(v)) for v in _log_uniform(rng, params["size_px"], 2))
-    return pixel, rows, cols
+    return rows, cols
 
 
 def _jittered_centre(rng: np.random.Generator, mask: np.ndarray, shape: Tuple[int, int]) -> Tuple[float, float]:
@@ -169,8 +176,8 @@ def _mri_train(params: dict, cache: Optional[Path]) -> Iterator[Case]:
             stack = np.clip(stack.astype(np.float32), 0, None)
             candidates = occupied(_foreground_mri(stack))
             picks = rng.choice(candidates, params["slices_per_case"], replace=len(candidates) < params["slices_per_case"])
-            pixel, rows, cols = _training_grid(rng, params)
-            clean, exact = resample(stack[picks], spacing, pixel, order=3)
+            rows, cols = _window_size(rng, params)
+            clean, exact = resample(stack[picks], spacing, float(_log_uniform(rng, params["pixel_mm"])), order=3)
             clean = np.clip(clean, 0, None)
             gamma = float(_log_uniform(rng, params["gamma"]))
             top = float(np.percentile(clean, 99.5)) or 1.0
@@ -212,7 +219,7 @@ def _ct_test(params: dict, cache: Optional[Path]) -> Iterator[Case]:
 
 def _ct_train(params: dict, cache: Optional[Path]) -> Iterator[Case]:
     """One I0 per case (the simulator takes one dose per call; batching the slices of a case is
-    what makes the bank affordable), aimed at a noise drawn log-uniform over ``noise_hu``: each
+    what makes the bank affordable), aimed at a noise stratified log-uniform over ``noise_hu``: each
     volume's soft-tissue noise at ``i0_reference`` is measured once on its middle slice at 1 mm
     pixels (at a fixed I0 per ray it hardly changes with the pixel size: 19-33 HU over 0.44-1.45 mm
     on lung1 and cranium), and noise ~ I0^-1/2 gives the I0 for the target. ``level`` records the
@@ -225,17 +232,18 @@ def _ct_train(params: dict, cache: Optional[Path]) -> Iterator[Case]:
         probe, probe_spacing = resample(stack[spread(candidates, 1)].astype(np.float32), spacing, 1.0)
         probed = ct.low_dose(probe, probe_spacing, params["i0_reference"], _seed(rng), sigma_e=params["sigma_e"])
         reference = soft_tissue_noise(probe, probed)[0]
-        for number in range(params["cases"][name]):
+        targets = _stratified_log(rng, params["noise_hu"], params["cases"][name])  # with pixels: a Latin
+        pixels = _stratified_log(rng, params["pixel_mm"], params["cases"][name])  # hypercube per volume
+        for number, (target, pixel) in enumerate(zip(targets, pixels)):
             picks = rng.choice(candidates, params["slices_per_case"], replace=False)
-            pixel, rows, _ = _training_grid(rng, params)
-            hq, exact = resample(stack[picks].astype(np.float32), spacing, pixel, order=1)
+            rows, _ = _window_size(rng, params)
+            hq, exact = resample(stack[picks].astype(np.float32), spacing, float(pixel), order=1)
             side = max(128, min(rows, max(hq.shape[1:])))
             hq = window(hq, (side, side), _jittered_centre(rng, (hq > -500).any(axis=0), (side, side)), AIR_HU)
-            target = float(_log_uniform(rng, params["noise_hu"]))
             i0 = float(np.clip(params["i0_reference"] * (reference / target) ** 2, *params["i0_limits"]))
             lq = ct.low_dose(hq, exact, i0, _seed(rng), sigma_e=params["sigma_e"])
             yield Case(f"{name}-{number:02d}", hq, lq, exact, np.full(len(hq), i0, np.float32), {
-                "slice_index": picks.tolist(), "reference_noise_hu": reference, "target_noise_hu": target,
+                "slice_index": picks.tolist(), "reference_noise_hu": reference, "target_noise_hu": float(target),
                 "noise_hu": soft_tissue_noise(hq, lq),
             })
 
@@ -315,10 +323,10 @@ def _pet_train(params: dict, cache: Optional[Path]) -> Iterator[Case]:
     rng = np.random.default_rng(params["seed"])
     anatomy, spacing = _mni_anatomy(params, cache)
     candidates = occupied(anatomy.brain > 0.5, keep=0.3)
-    for number in range(params["cases"]):
+    counts = _stratified_log(rng, params["full_counts"], params["cases"])  # a Latin hypercube
+    doses = _stratified_log(rng, params["dose_fraction"], params["cases"])
+    for number, (full_counts, dose_fraction) in enumerate(zip(counts.tolist(), doses.tolist())):
         picks = np.sort(rng.choice(candidates, params["slices_per_case"], replace=False))
-        full_counts = float(_log_uniform(rng, params["full_counts"]))
-        dose_fraction = float(_log_uniform(rng, params["dose_fraction"]))
         hq, lq, info = _pet_pairs(anatomy, picks, spacing, full_counts, dose_fraction, params["iterations"], _seed(rng))
         info.update(full_counts=full_counts, dose_fraction=dose_fraction)
         yield Case(f"mni152-{number:02d}", hq, lq, spacing, np.full(len(hq), dose_fraction, np.float32), info)

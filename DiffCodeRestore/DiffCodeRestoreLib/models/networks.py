@@ -120,6 +120,6 @@ class LatentDenoiser(nn.Module):
         self.out = nn.Conv2d(channels, latent_dim, 3, padding=1)
 
     def forward(self, z_t: torch.Tensor, c: torch.Tensor, t: torch.Tensor, task_cond: torch.Tensor) -> torch.Tensor:
-        cond = task_cond + self.time_mlp(timestep_embedding(t, self.cond_dim))
+        cond = task_cond + self.time_mlp(timestep_embedding(t, self.cond_dim).to(task_cond.dtype))
         h = self.body(self.inp(torch.cat([z_t, c], 1)), cond)
         return c + self.out(F.silu(h))
