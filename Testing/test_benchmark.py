@@ -219,3 +219,18 @@ def test_cli_puts_models_beside_baselines(tmp_path, monkeypatch):
                      "--out", str(out)]) == 0
     markdown = (out / "ct-denoise.md").read_text()
     assert "| tiny | steps=" in markdown and "tiny vs best baseline on all slices (gaussian)" in markdown
+
+    # "diffcode" is the catalog's default model; here it resolves to the tiny folder.
+    monkeypatch.setattr(cli, "default_weights", lambda: (tmp_path / "tiny", ""))
+    assert cli.main(["--tasks", "ct-denoise", "--methods", "input,diffcode", "--out", str(out)]) == 0
+    assert "| diffcode | steps=" in (out / "ct-denoise.md").read_text()
+
+
+def test_cli_says_why_a_model_is_unavailable(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "load_test_cases", lambda task: [_ct_case("a", 1, n=1)])
+    monkeypatch.setattr(cli, "default_weights", lambda: (None, "model 'diffcode-small' is not available"))
+    assert cli.main(["--tasks", "ct-denoise", "--methods", "diffcode", "--out", str(tmp_path)]) == 2
+    assert "not available (or name a folder with --model diffcode=FOLDER)" in capsys.readouterr().err
+    assert cli.main(["--tasks", "ct-denoise", "--methods", "input,broken", "--model", f"broken={tmp_path}",
+                     "--out", str(tmp_path)]) == 2
+    assert "needs config.json" in capsys.readouterr().err

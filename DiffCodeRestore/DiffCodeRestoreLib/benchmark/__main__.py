@@ -10,7 +10,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..tasks import TASKS
 from .baselines import BASELINES, make_baselines
@@ -18,14 +18,17 @@ from .harness import BenchCase, run_task, spread
 from .methods import DiffCodeMethod, Method
 from .report import write_reports
 
-WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Weights"
 DEFAULT_MODEL = "diffcode"
 
 
-def bundled_weights() -> Optional[Path]:
-    """The bundled weights folder when exactly one is shipped (config.json + model.safetensors)."""
-    folders = sorted(p.parent for p in WEIGHTS_DIR.glob("*/config.json") if (p.parent / "model.safetensors").exists())
-    return folders[0] if len(folders) == 1 else None
+def default_weights() -> Tuple[Optional[Path], str]:
+    """(folder, "") of the catalog's default model, verified like the pipeline does it, or (None, why not)."""
+    from ..hub import WeightsError, resolve
+
+    try:
+        return resolve(None).folder, ""
+    except WeightsError as error:
+        return None, str(error)
 
 
 def parse_models(specs: Sequence[str]) -> Dict[str, Path]:
@@ -41,22 +44,28 @@ def parse_models(specs: Sequence[str]) -> Dict[str, Path]:
 
 
 def resolve_methods(spec: str, models: Dict[str, Path], device: str) -> List[Method]:
-    """Baseline names, "baselines", "all" (baselines + every model) and model names given with --model."""
-    if DEFAULT_MODEL not in models and bundled_weights() is not None:
-        models = {**models, DEFAULT_MODEL: bundled_weights()}
+    """Baseline names, "baselines", "all" (baselines + every model) and model names given with --model.
+
+    "diffcode" is the catalog's default model unless --model names it.
+    """
+    items = [s.strip() for s in spec.split(",") if s.strip()]
+    missing_default = ""
+    if DEFAULT_MODEL not in models and any(i in ("all", DEFAULT_MODEL) for i in items):
+        folder, missing_default = default_weights()
+        if folder is not None:
+            models = {**models, DEFAULT_MODEL: folder}
     names: List[str] = []
-    for item in (s.strip() for s in spec.split(",") if s.strip()):
+    for item in items:
         if item == "baselines":
             names += list(BASELINES)
         elif item == "all":
             names += list(BASELINES) + list(models)
             if DEFAULT_MODEL not in models:
-                print(f"note: no bundled weights under {WEIGHTS_DIR}; 'all' runs the baselines and --model entries.",
-                      file=sys.stderr)
+                print(f"note: 'all' runs without the default model: {missing_default}", file=sys.stderr)
         elif item in BASELINES or item in models:
             names.append(item)
         elif item == DEFAULT_MODEL:
-            raise ValueError(f"No bundled weights under {WEIGHTS_DIR}: name them with --model {DEFAULT_MODEL}=FOLDER.")
+            raise ValueError(f"{missing_default} (or name a folder with --model {DEFAULT_MODEL}=FOLDER)")
         else:
             raise ValueError(f"Unknown method {item!r}: choose from baselines, all, {', '.join(list(BASELINES) + list(models))}.")
     names = list(dict.fromkeys(names))
