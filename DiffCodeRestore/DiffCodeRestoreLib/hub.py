@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+from .errors import WeightsError
+
 PathLike = Union[str, "os.PathLike[str]"]
 RESOURCES = Path(__file__).resolve().parent.parent / "Resources"
 DEFAULT_CATALOG = RESOURCES / "Models.json"
@@ -43,10 +45,6 @@ WHAT_TO_DO = (
     "another computer and run `diffcode-restore weights import FILE_OR_FOLDER`"
 )
 ByteProgress = Callable[[int, int], None]
-
-
-class WeightsError(RuntimeError):
-    """Weights cannot be found, fetched or trusted; the message is one line saying what to do."""
 
 
 class DownloadCancelled(WeightsError):

@@ -146,11 +146,10 @@ class _CancelToken:
 
 
 def _classify(error: BaseException) -> str:
-    from .hub import WeightsError as HubWeightsError
-    from .models import WeightsError as ModelWeightsError
+    from .errors import WeightsError
     from .volume_io import VolumeError
 
-    if isinstance(error, (HubWeightsError, ModelWeightsError)):
+    if isinstance(error, WeightsError):
         return "weights"
     if isinstance(error, VolumeError):
         return "input"

@@ -14,6 +14,7 @@ from typing import Dict, Optional, Union
 import torch
 from torch import nn
 
+from ..errors import WeightsError
 from .codebook import CodebookBank
 from .config import DiffCodeConfig
 from .diffusion import FewStepSchedule
@@ -21,10 +22,6 @@ from .networks import Decoder, Encoder, LatentDenoiser
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-
-
-class WeightsError(ValueError):
-    """Weights that cannot be loaded safely (missing, not safetensors, corrupted, mismatched)."""
 
 
 class _TaskConditioned(nn.Module):
