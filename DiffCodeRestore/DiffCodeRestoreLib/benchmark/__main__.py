@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ..errors import WeightsError
 from ..tasks import TASKS
 from .baselines import BASELINES, make_baselines
 from .harness import BenchCase, run_task, spread
@@ -119,7 +120,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             results.append(run_task(task, cases, methods, args.bm3d_slices, args.tune_slices))
         command = "python -m DiffCodeRestoreLib.benchmark " + shlex.join(sys.argv[1:] if argv is None else argv)
         text = write_reports(results, args.out, command)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, WeightsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(text)
