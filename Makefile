@@ -32,7 +32,7 @@ demo: data
 	$(VPY) -m DiffCodeRestoreLib.benchmark.demo
 
 benchmark: dataset
-	$(VPY) -m DiffCodeRestoreLib.benchmark --methods all --out benchmark-results
+	$(VPY) -m DiffCodeRestoreLib.benchmark --tasks all --methods all --out benchmark-results/full
 
 train: dataset
 	$(VPY) -m DiffCodeRestoreLib.training train --config small
