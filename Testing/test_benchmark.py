@@ -148,24 +148,24 @@ def test_harness_end_to_end_writes_tables_json_and_montage(tmp_path):
     for task in ("ct-denoise", "mri-sr"):
         for ext in ("md", "json", "png"):
             assert (tmp_path / f"{task}.{ext}").stat().st_size > 0
-    assert (tmp_path / "results.md").read_text() == text
+    assert (tmp_path / "results.md").read_text(encoding="utf-8") == text
     assert not list(tmp_path.glob("*.tmp"))
 
-    ct_md = (tmp_path / "ct-denoise.md").read_text()
+    ct_md = (tmp_path / "ct-denoise.md").read_text(encoding="utf-8")
     rows = [line.split(" | ")[0].strip("| ") for line in ct_md.splitlines() if line.startswith("| ")]
     assert rows[:4] == ["Method", "input", "gaussian", "bm3d †"]  # bicubic is MRI-only
     assert "oracle tuning" in text and "bm3d †" in text and "Mean PSNR" in text
     assert "Every method on those same subsets" in text
     assert "2 evenly spread slices" in ct_md
 
-    data = json.loads((tmp_path / "ct-denoise.json").read_text())
+    data = json.loads((tmp_path / "ct-denoise.json").read_text(encoding="utf-8"))
     by_name = {m["name"]: m for m in data["methods"]}
     assert set(by_name) == {"input", "gaussian", "bm3d"}
     assert len(by_name["gaussian"]["slices"]) == 6 and len(by_name["bm3d"]["slices"]) == 2
     assert {tuple(s) for s in data["slow_subset"]} == {(s["case"], s["slice"]) for s in by_name["bm3d"]["slices"]}
     assert by_name["gaussian"]["parameter"].startswith("sigma=") and len(by_name["gaussian"]["tuning_mean_psnr"]) >= 6
     assert set(by_name["input"]["per_case"]) == {"a", "b"}
-    mri = {m["name"]: m for m in json.loads((tmp_path / "mri-sr.json").read_text())["methods"]}
+    mri = {m["name"]: m for m in json.loads((tmp_path / "mri-sr.json").read_text(encoding="utf-8"))["methods"]}
     assert mri["bicubic"]["parameter"] == "s=4 (known)"
 
     with Image.open(tmp_path / "ct-denoise.png") as png:
@@ -184,7 +184,7 @@ def test_cli_runs_on_loaded_cases_and_rejects_bad_options(tmp_path, monkeypatch,
     assert cli.main(["--tasks", "ct-denoise", "--methods", "input,gaussian", "--max-slices", "4", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "| gaussian |" in printed and (out / "ct-denoise.png").exists()
-    assert json.loads((out / "ct-denoise.json").read_text())["n_slices"] == 4
+    assert json.loads((out / "ct-denoise.json").read_text(encoding="utf-8"))["n_slices"] == 4
 
     assert cli.main(["--tasks", "ct-denoise", "--methods", "wiener", "--out", str(out)]) == 2
     assert "Unknown method 'wiener'" in capsys.readouterr().err
@@ -217,13 +217,13 @@ def test_cli_puts_models_beside_baselines(tmp_path, monkeypatch):
     out = tmp_path / "bench"
     assert cli.main(["--tasks", "ct-denoise", "--methods", "input,gaussian,tiny", "--model", f"tiny={tmp_path / 'tiny'}",
                      "--out", str(out)]) == 0
-    markdown = (out / "ct-denoise.md").read_text()
+    markdown = (out / "ct-denoise.md").read_text(encoding="utf-8")
     assert "| tiny | steps=" in markdown and "tiny vs best baseline on all slices (gaussian)" in markdown
 
     # "diffcode" is the catalog's default model; here it resolves to the tiny folder.
     monkeypatch.setattr(cli, "default_weights", lambda: (tmp_path / "tiny", ""))
     assert cli.main(["--tasks", "ct-denoise", "--methods", "input,diffcode", "--out", str(out)]) == 0
-    assert "| diffcode | steps=" in (out / "ct-denoise.md").read_text()
+    assert "| diffcode | steps=" in (out / "ct-denoise.md").read_text(encoding="utf-8")
 
 
 def test_cli_says_why_a_model_is_unavailable(tmp_path, monkeypatch, capsys):

@@ -28,7 +28,6 @@ How a volume is restored, and why:
 
 from __future__ import annotations
 
-import copy
 import datetime
 import math
 import os
@@ -171,21 +170,6 @@ def tile_weights_1d(start: int, size: int, length: int, context: int, blend: int
 
 def slice_seed(seed: int, index: int, sample: int) -> int:
     return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(index), int(sample)]).generate_state(1)[0])
-
-
-def schedule_with_noise(schedule, draws: torch.Tensor):
-    """A copy of the diffusion schedule whose ``noise_like`` hands out ``draws`` (one per call) in order."""
-    queue = list(draws.unbind(0))  # (draws, B, C, h, w) -> one tensor per draw
-    given = copy.copy(schedule)
-
-    def noise_like(z: torch.Tensor, generator=None) -> torch.Tensor:
-        draw = queue.pop(0)
-        if draw.shape != z.shape:
-            raise RuntimeError(f"noise shape {tuple(draw.shape)} does not match the latent {tuple(z.shape)}")
-        return draw.to(device=z.device, dtype=z.dtype)
-
-    given.noise_like = noise_like
-    return given
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -407,16 +391,14 @@ class DiffCodePipeline:
                    plan: devices.WorkPlan) -> np.ndarray:
         """One model call; on out-of-memory shrink the plan (then leave the GPU) and retry the batch."""
         tensor = torch.from_numpy(x).unsqueeze(1).to(plan.device)
-        original = getattr(self.model, "schedule", None)
         try:
-            if noise.shape[0]:
-                self.model.schedule = schedule_with_noise(original, noise)
             calibrate = plan.device.type == "cuda" and self._bytes_per_pixel is None
             if calibrate:
                 torch.cuda.reset_peak_memory_stats(plan.device)
                 before = torch.cuda.memory_allocated(plan.device)
             with devices.half_precision(plan.device, self.precision):
-                y = self.model.restore(tensor, options.spec.index, steps=options.steps, fidelity=options.fidelity)
+                y = self.model.restore(tensor, options.spec.index, steps=options.steps, fidelity=options.fidelity,
+                                       noise=noise if noise.shape[0] else None)
             if calibrate:
                 peak = torch.cuda.max_memory_allocated(plan.device) - before
                 self._bytes_per_pixel = peak / float(x.size)
@@ -426,9 +408,6 @@ class DiffCodePipeline:
                 raise
             self._shrink(plan)
             raise _Retry() from None
-        finally:
-            if original is not None:
-                self.model.schedule = original
 
     def _shrink(self, plan: devices.WorkPlan) -> None:
         devices.release_memory(plan.device)

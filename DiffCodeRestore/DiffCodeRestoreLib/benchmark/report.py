@@ -176,7 +176,7 @@ def write_montage(result: TaskResult, path: Path, tile: int = 256, max_columns: 
 def _write_text(path: Path, text: str) -> None:
     """Write via a temporary file so an interrupted run never leaves a half-written result."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 

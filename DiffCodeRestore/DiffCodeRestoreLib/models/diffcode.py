@@ -84,15 +84,19 @@ class DiffCodeModel(_TaskConditioned):
         return self.config.size_multiple
 
     def forward(self, lq: torch.Tensor, task: torch.Tensor, steps: Optional[int] = None,
-                fidelity: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None) -> Dict[str, torch.Tensor]:
-        """lq: (B, 1, H, W) in [0, 1] (tasks.normalize); task: (B,) long. Returns the image and latents."""
+                fidelity: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,
+                noise: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """lq: (B, 1, H, W) in [0, 1] (tasks.normalize); task: (B,) long. Returns the image and latents.
+
+        ``noise``: optional pre-drawn diffusion noise (see ``FewStepSchedule.sample``), instead of ``generator``.
+        """
         if lq.shape[-1] % self.size_multiple or lq.shape[-2] % self.size_multiple:
             raise ValueError(f"height and width must be multiples of {self.size_multiple}; pad the image first")
         cond = self.task_embed(task)
         c, features = self.lq_encoder(self.to_network_units(lq, task), cond)
         if self.denoiser is not None:
             z0 = self.schedule.sample(lambda z, t: self.denoiser(z, c, t, cond), c,
-                                      steps or self.config.default_steps, generator)
+                                      steps or self.config.default_steps, generator, noise)
         else:
             z0 = c
         if self.codebook is not None:
@@ -111,7 +115,8 @@ class DiffCodeModel(_TaskConditioned):
 
     @torch.no_grad()
     def restore(self, x: torch.Tensor, task_index: int, steps: Optional[int] = None,
-                fidelity: Optional[float] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                fidelity: Optional[float] = None, generator: Optional[torch.Generator] = None,
+                noise: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Restore a batch of normalised slices of one task: (B, 1, H, W) -> (B, 1, H, W), non-negative."""
         if not 0 <= task_index < self.config.num_tasks:
             raise ValueError(f"task_index must be in [0, {self.config.num_tasks})")
@@ -119,16 +124,16 @@ class DiffCodeModel(_TaskConditioned):
             raise ValueError("fidelity must be between 0 and 1")
         task = torch.full((x.shape[0],), task_index, device=x.device, dtype=torch.long)
         w = None if fidelity is None else torch.full((x.shape[0],), float(fidelity), device=x.device, dtype=x.dtype)
-        return self(x, task, steps=steps, fidelity=w, generator=generator)["image"].clamp_(min=0)
+        return self(x, task, steps=steps, fidelity=w, generator=generator, noise=noise)["image"].clamp_(min=0)
 
     # ---- Hub-style persistence -------------------------------------------------------------
     def load_prior(self, stage1: HQAutoencoder) -> None:
         """Take the frozen codebook bank from stage 1 and start the decoder from stage 1's decoder."""
         if self.codebook is not None:
             self.codebook.load_state_dict(stage1.codebook.state_dict())
-        decoder_state = {k: v for k, v in stage1.decoder.state_dict().items()}
-        missing, unexpected = self.decoder.load_state_dict(decoder_state, strict=False)
-        assert not unexpected and all(k.startswith("fuse.") for k in missing)
+        missing, unexpected = self.decoder.load_state_dict(stage1.decoder.state_dict(), strict=False)
+        if unexpected or not all(k.startswith("fuse.") for k in missing):
+            raise ValueError("stage-1 decoder does not match this config: train both stages with the same config")
         self.task_embed.load_state_dict(stage1.task_embed.state_dict())
 
     def save_pretrained(self, folder: Union[str, Path], fp16: bool = True) -> Path:

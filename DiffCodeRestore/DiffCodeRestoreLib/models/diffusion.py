@@ -31,29 +31,37 @@ class FewStepSchedule:
         return torch.randn(z.shape, generator=generator, device=z.device if generator is None else generator.device,
                            dtype=z.dtype).to(z.device)
 
-    def start(self, c: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """z_T: the conditioning latent pushed to the last noise level (the chain starts from c, not pure noise)."""
-        a = float(self.alpha_bar[-1])
-        return a ** 0.5 * c + (1 - a) ** 0.5 * self.noise_like(c, generator)
-
     def sample(self, predict_z0: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], c: torch.Tensor,
-               steps: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Run the reverse chain; ``predict_z0(z_t, t)`` is the conditional denoiser."""
+               steps: int, generator: Optional[torch.Generator] = None,
+               noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Run the reverse chain; ``predict_z0(z_t, t)`` is the conditional denoiser.
+
+        The chain starts from c pushed to the last noise level (not from pure noise). ``noise``, if given,
+        holds every draw the chain uses, shape ``(len(step_indices(steps)),) + c.shape``: callers that
+        seed per slice pass it so that batching and tiling do not change the result.
+        """
         indices = self.step_indices(steps)
-        z = self.start(c, generator)
+        if noise is not None and tuple(noise.shape) != (len(indices),) + tuple(c.shape):
+            raise ValueError(f"noise must have shape {(len(indices),) + tuple(c.shape)}, got {tuple(noise.shape)}")
+        draws = iter(noise.to(device=c.device, dtype=c.dtype)) if noise is not None else None
+
+        def draw(z: torch.Tensor) -> torch.Tensor:
+            return next(draws) if draws is not None else self.noise_like(z, generator)
+
+        a = float(self.alpha_bar[-1])
+        z = a ** 0.5 * c + (1 - a) ** 0.5 * draw(c)
         z0 = z
         for i, t in enumerate(indices):
             t_batch = torch.full((c.shape[0],), t, device=c.device, dtype=torch.long)
             z0 = predict_z0(z, t_batch)
             if i == len(indices) - 1:
                 break
-            z = self._ddim_step(z, z0, t, indices[i + 1], generator)
+            z = self._ddim_step(z, z0, t, indices[i + 1], draw(z))
         return z0
 
-    def _ddim_step(self, z: torch.Tensor, z0: torch.Tensor, t: int, t_next: int,
-                   generator: Optional[torch.Generator]) -> torch.Tensor:
+    def _ddim_step(self, z: torch.Tensor, z0: torch.Tensor, t: int, t_next: int, noise: torch.Tensor) -> torch.Tensor:
         a, a_next = float(self.alpha_bar[t]), float(self.alpha_bar[t_next])
         eps = (z - a ** 0.5 * z0) / (1 - a) ** 0.5
         sigma = ((1 - a_next) / (1 - a) * (1 - a / a_next)) ** 0.5  # eta = 1
         direction = max(1 - a_next - sigma ** 2, 0.0) ** 0.5
-        return a_next ** 0.5 * z0 + direction * eps + sigma * self.noise_like(z, generator)
+        return a_next ** 0.5 * z0 + direction * eps + sigma * noise
