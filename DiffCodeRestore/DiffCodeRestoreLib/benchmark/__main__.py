@@ -12,12 +12,14 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
+
 from ..errors import WeightsError
 from ..tasks import TASKS
 from .baselines import BASELINES, make_baselines
-from .harness import BenchCase, run_task, spread
+from .harness import BenchCase, TaskResult, run_task, spread
 from .methods import DiffCodeMethod, Method
-from .report import write_reports
+from .report import ModelFacts, write_reports
 
 DEFAULT_MODEL = "diffcode"
 
@@ -80,6 +82,16 @@ def resolve_methods(spec: str, models: Dict[str, Path], device: str) -> List[Met
     return [built[n] for n in names]
 
 
+def model_facts(method: DiffCodeMethod, results: Sequence[TaskResult]) -> ModelFacts:
+    """Size, seconds per 256 x 256 and 512 x 512 slice (a real test slice, mirrored to size) and code usage."""
+    task = results[0].task
+    source = results[0].montage["input"]
+    big = np.pad(source, [(0, max(0, 512 - n)) for n in source.shape], mode="symmetric")[:512, :512]
+    seconds = {size: method.seconds_per_slice(np.ascontiguousarray(big[:size, :size]), task) for size in (256, 512)}
+    usage = {r.task: method.code_usage(r.task) for r in results}
+    return ModelFacts(method.name, method.parameter_count, seconds[256], seconds[512], usage)
+
+
 def parse_tasks(spec: str) -> List[str]:
     tasks = list(TASKS) if spec == "all" else [t.strip() for t in spec.split(",") if t.strip()]
     unknown = [t for t in tasks if t not in TASKS]
@@ -118,8 +130,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for task in tasks:
             cases = spread([BenchCase.from_case(c) for c in load_test_cases(task)], args.max_slices)
             results.append(run_task(task, cases, methods, args.bm3d_slices, args.tune_slices))
+        models = [model_facts(m, results) for m in methods if isinstance(m, DiffCodeMethod)]
         command = "python -m DiffCodeRestoreLib.benchmark " + shlex.join(sys.argv[1:] if argv is None else argv)
-        text = write_reports(results, args.out, command)
+        text = write_reports(results, args.out, command, models)
     except (ValueError, FileNotFoundError, WeightsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -7,8 +7,9 @@ what was used (shown in the table); ``slow = True`` runs it on the small slice s
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Optional, Protocol, Sequence, Tuple, Union, runtime_checkable
+from typing import Dict, Optional, Protocol, Sequence, Set, Tuple, Union, runtime_checkable
 
 import numpy as np
 
@@ -37,31 +38,48 @@ class DiffCodeMethod:
     """A trained DiffCode model restoring slice by slice, with the pipeline's intensity handling.
 
     The input is normalised with ``tasks.normalize``, padded by reflection to the model's size
-    multiple, restored under ``torch.inference_mode()`` with a fixed seed, cropped and mapped back
-    to original units.
+    multiple, restored under ``torch.inference_mode()`` with a fixed seed, in the pipeline's precision
+    and memory layout, cropped and mapped back to original units. The codes it retrieves are counted
+    per task (codebook usage on the test split).
     """
 
     tasks = tuple(TASKS)
 
     def __init__(self, weights_folder: Union[str, Path], device: str = "cpu", steps: Optional[int] = None,
-                 fidelity: Optional[float] = None, name: str = "diffcode", seed: int = 0):
+                 fidelity: Optional[float] = None, name: str = "diffcode", seed: int = 0, precision: str = "auto"):
         import torch
 
+        from .. import device as devices
         from ..models import DiffCodeModel
 
         self.name = name
         self.device = torch.device(device)
-        self.model = DiffCodeModel.from_pretrained(weights_folder, device=device, dtype=torch.float32)
-        self.model.eval()
+        self.precision = devices.resolve_precision(self.device, precision)
+        model = DiffCodeModel.from_pretrained(weights_folder, device=device, dtype=torch.float32)
+        self.model = model.to(memory_format=torch.channels_last).eval()
         self.steps = self.model.config.default_steps if steps is None else steps
         self.fidelity = self.model.config.default_fidelity if fidelity is None else fidelity
         self.seed = seed
+        self.codes_used: Dict[str, Set[int]] = {}
 
     def parameter(self, task: str) -> str:
-        return f"steps={self.steps}, w={self.fidelity:g}"
+        precision = str(self.precision or "float32").replace("torch.", "")
+        return f"steps={self.steps}, w={self.fidelity:g}, {precision}"
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def code_usage(self, task: str) -> Optional[float]:
+        """Share of the task's codebook retrieved on the slices restored so far (None without a prior)."""
+        if self.model.codebook is None or task not in self.codes_used:
+            return None
+        return len(self.codes_used[task]) / self.model.config.codebook_size
 
     def restore(self, lq: np.ndarray, task: str, spacing: Spacing) -> np.ndarray:
         import torch
+
+        from .. import device as devices
 
         spec = get_task(task)
         offset, scale = intensity_scale(task, lq)
@@ -72,7 +90,26 @@ class DiffCodeMethod:
         padded = np.pad(x, ((0, pad_h), (0, pad_w)), mode="reflect")
         tensor = torch.from_numpy(np.ascontiguousarray(padded))[None, None].to(self.device)
         generator = torch.Generator(device=self.device).manual_seed(self.seed)
-        with torch.inference_mode():
-            y = self.model.restore(tensor, spec.index, steps=self.steps, fidelity=self.fidelity, generator=generator)
-        out = y[0, 0, :height, :width].float().cpu().numpy()
-        return denormalize(task, out, offset, scale)
+        task_index = torch.full((1,), spec.index, device=self.device, dtype=torch.long)
+        fidelity = torch.full((1,), float(self.fidelity), device=self.device)
+        with torch.inference_mode(), devices.autocast(self.device, self.precision):
+            out = self.model(tensor.contiguous(memory_format=torch.channels_last), task_index, steps=self.steps,
+                             fidelity=fidelity, generator=generator)
+        if "indices" in out:
+            self.codes_used.setdefault(task, set()).update(out["indices"].unique().tolist())
+        restored = out["image"].clamp(min=0)[0, 0, :height, :width].float().cpu().numpy()
+        return denormalize(task, restored, offset, scale)
+
+    def seconds_per_slice(self, image: np.ndarray, task: str, repeat: int = 3) -> float:
+        """Best of ``repeat`` timed restorations of one slice (after a warm-up), without touching usage counts."""
+        import time
+
+        kept = {k: set(v) for k, v in self.codes_used.items()}
+        self.restore(image.copy(), task, (1.0, 1.0))
+        best = math.inf
+        for _ in range(repeat):
+            started = time.perf_counter()
+            self.restore(image.copy(), task, (1.0, 1.0))
+            best = min(best, time.perf_counter() - started)
+        self.codes_used = kept
+        return best

@@ -12,7 +12,7 @@ import json
 import math
 import os
 import platform
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -225,7 +225,31 @@ def summary_markdown(results: Sequence[TaskResult], command: str = "") -> str:
     return "\n".join(lines)
 
 
-def write_reports(results: Sequence[TaskResult], out_dir: Path, command: str = "") -> str:
+@dataclass
+class ModelFacts:
+    """What the quality table does not show about a model: size, speed, and how much of its prior it uses."""
+
+    name: str
+    parameters: int
+    seconds_256: float
+    seconds_512: float
+    code_usage: Dict[str, Optional[float]]  # task -> share of the task's codebook retrieved on the test split
+
+
+def models_markdown(models: Sequence[ModelFacts]) -> List[str]:
+    if not models:
+        return []
+    tasks = list(dict.fromkeys(t for m in models for t in m.code_usage))
+    rows = [[m.name, f"{m.parameters / 1e6:.2f} M", f"{m.seconds_256:.3f}", f"{m.seconds_512:.3f}"]
+            + ["no prior" if m.code_usage[t] is None else f"{m.code_usage[t]:.1%}" for t in tasks] for m in models]
+    header = ["Model", "Parameters", "s per 256x256 slice", "s per 512x512 slice"] + [f"codes used, {t}" for t in tasks]
+    return ["", "Models: size, speed in this run (best of 3, one slice per call, after a warm-up) and the share of the "
+            "task's codebook retrieved over its test slices (a shared codebook counts each task's share of the one "
+            "book):", ""] + _table(header, rows)
+
+
+def write_reports(results: Sequence[TaskResult], out_dir: Path, command: str = "",
+                  models: Sequence[ModelFacts] = ()) -> str:
     """Write every file; returns the text of ``results.md`` (summary, then each task's section)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     sections = []
@@ -235,6 +259,10 @@ def write_reports(results: Sequence[TaskResult], out_dir: Path, command: str = "
         _write_text(out_dir / f"{result.task}.md", markdown)
         _write_text(out_dir / f"{result.task}.json", json.dumps(task_json(result), indent=1, allow_nan=False) + "\n")
         write_montage(result, out_dir / f"{result.task}.png")
-    text = summary_markdown(results, command) + "\n" + "\n".join(sections)
+    summary = summary_markdown(results, command)
+    if models:
+        summary += "\n".join(models_markdown(models)) + "\n"
+        _write_text(out_dir / "models.json", json.dumps([asdict(m) for m in models], indent=1) + "\n")
+    text = summary + "\n" + "\n".join(sections)
     _write_text(out_dir / "results.md", text)
     return text

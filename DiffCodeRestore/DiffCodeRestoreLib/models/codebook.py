@@ -32,14 +32,18 @@ class CodebookBank(nn.Module):
         return task_index if self.num_books > 1 else torch.zeros_like(task_index)
 
     def lookup(self, z: torch.Tensor, task_index: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Nearest code of each latent vector in its sample's codebook: (quantised, indices)."""
+        """Nearest code of each latent vector in its sample's codebook: (quantised, indices).
+
+        Distances are computed in float32 even under autocast: in bfloat16 near-ties pick other codes.
+        """
         b, d, h, w = z.shape
-        books = self.codes[self.book_index(task_index)].to(z.dtype)  # (B, K, D)
-        flat = z.permute(0, 2, 3, 1).reshape(b, h * w, d)
-        dist = (flat.pow(2).sum(-1, keepdim=True) - 2 * flat @ books.transpose(1, 2)
-                + books.pow(2).sum(-1).unsqueeze(1))
-        idx = dist.argmin(-1)  # (B, HW)
-        quant = torch.gather(books, 1, idx.unsqueeze(-1).expand(-1, -1, d))
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            books = self.codes[self.book_index(task_index)].float()  # (B, K, D)
+            flat = z.permute(0, 2, 3, 1).reshape(b, h * w, d).float()
+            # |z|^2 is the same for every code, so it does not change the nearest one
+            dist = torch.baddbmm(books.pow(2).sum(-1).unsqueeze(1), flat, books.transpose(1, 2), alpha=-2)
+            idx = dist.argmin(-1)  # (B, HW)
+            quant = torch.gather(books, 1, idx.unsqueeze(-1).expand(-1, -1, d)).to(z.dtype)
         return quant.reshape(b, h, w, d).permute(0, 3, 1, 2).contiguous(), idx.reshape(b, h, w)
 
     def forward(self, z: torch.Tensor, task_index: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
