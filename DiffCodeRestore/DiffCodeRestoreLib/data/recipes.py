@@ -5,8 +5,10 @@ Test split: the public test volumes at the headline level (MRI colin27 s = 4; CT
 2 mm, 3e6 full counts, 1/12 dose, 20 MLEM iterations), slices spread through the anatomy.
 
 Training split (lessons.md: diversity beats volume): slices resampled over 0.4-1.5 mm pixels and
-128-512 pixel fields of view; MRI references get Rician noise at clinical SNR before degradation
-(so a model learns to keep real texture) and varied contrast; CT dose aimed at 10-150 HU of added
+128-512 pixel fields of view; MRI references get Rician noise before degradation, SNR log-uniform
+from clinical 20 to averaged-scan 400 (so a model learns to keep real texture, while the detail it
+must recover is not buried under noise it cannot predict: at SNR 15-80 the model only learnt 2 % of
+the MRI error) and varied contrast; CT dose aimed at 10-150 HU of added
 soft-tissue noise (the public test slices measure 55-150 HU at the headline dose); PET full counts
 over an order of magnitude around 3e6 and dose 1/20-1/4. A case is a batch of slices that share one
 grid (and, for PET, one dose: the simulator takes one count level per call); each slice carries its
@@ -38,8 +40,8 @@ PARAMETERS: Dict[Tuple[str, str], dict] = {
     ("mri-sr", "test"): {"volume": "colin27", "factor": 4, "slices": 14, "seed": 100},
     ("mri-sr", "train"): {
         "cases": {"mni152_t1": 16, "itk_t1": 8, "brainweb_t1_slice": 3, "brainweb_pd_slice": 3, "brainweb_pd3": 3},
-        "slices_per_case": 6, "factors": [2, 4], "pixel_mm": [0.4, 1.5], "size_px": [128, 512],
-        "snr": [15.0, 80.0], "gamma": [0.7, 1.4], "background_noise_probability": 0.5, "seed": 101,
+        "slices_per_case": 8, "factors": [2, 4], "pixel_mm": [0.4, 1.5], "size_px": [128, 512],
+        "snr": [20.0, 400.0], "gamma": [0.7, 1.4], "background_noise_probability": 0.5, "seed": 101,
     },
     ("ct-denoise", "test"): {"volume": "lung2", "i0": 5e4, "views_per_pixel": 2, "sigma_e": 10.0,
                              "slices": 12, "seed": 200},
