@@ -46,7 +46,7 @@ def parse_models(specs: Sequence[str]) -> Dict[str, Path]:
     return models
 
 
-def resolve_methods(spec: str, models: Dict[str, Path], device: str) -> List[Method]:
+def resolve_methods(spec: str, models: Dict[str, Path], device: str, steps: Optional[int] = None) -> List[Method]:
     """Baseline names, "baselines", "all" (baselines + every model) and model names given with --model.
 
     "diffcode" is the catalog's default model unless --model names it.
@@ -78,7 +78,7 @@ def resolve_methods(spec: str, models: Dict[str, Path], device: str) -> List[Met
     built = {m.name: m for m in baselines}
     for name in names:
         if name in models:
-            built[name] = DiffCodeMethod(models[name], device=device, name=name)
+            built[name] = DiffCodeMethod(models[name], device=device, name=name, steps=steps)
     return [built[n] for n in names]
 
 
@@ -114,6 +114,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--model", action="append", default=[], metavar="NAME=FOLDER",
                         help="weights folder to score as method NAME (repeatable; ablations)")
     parser.add_argument("--device", default="cpu", help="torch device for the models")
+    parser.add_argument("--steps", type=int, help="diffusion steps for every model (default: each model's own)")
     parser.add_argument("--max-slices", type=int, default=0, help="at most N evenly spread test slices per task (0: all)")
     parser.add_argument("--bm3d-slices", type=int, default=3, help="slices per task for slow methods (BM3D)")
     parser.add_argument("--tune-slices", type=int, default=0,
@@ -124,7 +125,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if min(args.max_slices, args.bm3d_slices, args.tune_slices) < 0 or args.bm3d_slices == 0:
             raise ValueError("--max-slices and --tune-slices must be >= 0 and --bm3d-slices >= 1.")
         tasks = parse_tasks(args.tasks)
-        methods = resolve_methods(args.methods, parse_models(args.model), args.device)
+        methods = resolve_methods(args.methods, parse_models(args.model), args.device, args.steps)
         started = time.perf_counter()
         results = []
         for task in tasks:

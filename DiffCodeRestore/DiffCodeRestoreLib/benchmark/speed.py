@@ -143,39 +143,53 @@ def ct_batch(slices: int):
     return image, torch.from_numpy(array).clamp(0, 1)[:, None]
 
 
-def bare_model_seconds(model, x, context=None) -> float:
-    """Seconds per slice of the model alone (best of two, after a warm-up call)."""
+def bare_model_seconds(pipe, x, precision="pipeline", layout=None, steps=None, context=None) -> float:
+    """Seconds per slice of the pipeline's model alone (best of two, after a warm-up call), by default
+    with the pipeline's settings; ``precision`` (a torch dtype or None for float32), ``layout``, ``steps``
+    and the autograd ``context`` override one setting at a time."""
     import torch
 
-    with (context or torch.inference_mode)():
-        model.restore(x, 1)
-        return timed(lambda: model.restore(x, 1), repeat=2) / x.shape[0]
+    from .. import device as devices
+
+    dtype = pipe.precision if precision == "pipeline" else precision
+    layout = layout or torch.channels_last
+    model = pipe.model.to(memory_format=layout)
+    x = x.contiguous(memory_format=layout)
+    try:
+        with (context or torch.inference_mode)(), devices.autocast(pipe.device, dtype):
+            model.restore(x, 1, steps=steps)
+            return timed(lambda: model.restore(x, 1, steps=steps), repeat=2) / x.shape[0]
+    finally:
+        pipe.model.to(memory_format=torch.channels_last)
 
 
 def profile_rows(pipe, slices: int = 2) -> List[List[str]]:
-    """Where the time goes on 512 x 512 slices: the bare model under settings that matter on a CPU
-    (threads, inference mode, memory layout, OpenMP wait policy), and the whole pipeline on the
-    same slices (its overhead: reading, normalising, noise, tiles, writing)."""
+    """Where the time goes on 512 x 512 slices: the bare model as the pipeline runs it, then with one
+    setting changed at a time (precision, memory layout, diffusion steps, autograd mode, threads, OpenMP
+    wait policy), and the whole pipeline on the same slices (its overhead: normalising, noise, tiles)."""
     import torch
 
     image, x = ct_batch(slices)
-    model, threads = pipe.model, torch.get_num_threads()
-    rows = [[f"model, inference_mode, {threads} threads", f"{bare_model_seconds(model, x):.3f}"],
-            ["model, no_grad instead of inference_mode", f"{bare_model_seconds(model, x, torch.no_grad):.3f}"]]
-    model.to(memory_format=torch.channels_last)
-    rows.append(["model, channels-last",
-                 f"{bare_model_seconds(model, x.contiguous(memory_format=torch.channels_last)):.3f}"])
-    model.to(memory_format=torch.contiguous_format)
+    threads = torch.get_num_threads()
+    precision = str(pipe.precision or torch.float32).replace("torch.", "")
+    steps = pipe.model.config.default_steps
+    rows = [[f"model as the pipeline runs it: {precision}, channels-last, {steps} step(s), inference_mode, "
+             f"{threads} threads", f"{bare_model_seconds(pipe, x):.3f}"]]
+    if pipe.precision is not None:
+        rows.append(["... in float32", f"{bare_model_seconds(pipe, x, precision=None):.3f}"])
+    rows.append(["... contiguous (NCHW) layout", f"{bare_model_seconds(pipe, x, layout=torch.contiguous_format):.3f}"])
+    rows.append([f"... {pipe.model.config.diffusion_timesteps} diffusion steps",
+                 f"{bare_model_seconds(pipe, x, steps=pipe.model.config.diffusion_timesteps):.3f}"])
+    rows.append(["... no_grad instead of inference_mode", f"{bare_model_seconds(pipe, x, context=torch.no_grad):.3f}"])
     torch.set_num_threads(1)
-    rows.append(["model, 1 thread", f"{bare_model_seconds(model, x):.3f}"])
+    rows.append(["... 1 thread", f"{bare_model_seconds(pipe, x):.3f}"])
     torch.set_num_threads(threads)
     for policy in ("ACTIVE", "PASSIVE"):  # read when OpenMP starts: needs a fresh process
         command = [sys.executable, "-m", "DiffCodeRestoreLib.benchmark.speed", "--child-model", str(slices),
                    "--weights", str(pipe.weights.folder)]
         done = subprocess.run(command, capture_output=True, text=True, check=True,
                               env={**os.environ, "OMP_WAIT_POLICY": policy})
-        rows.append([f"model, {threads} threads, OMP_WAIT_POLICY={policy} (fresh process)",
-                     done.stdout.split()[-1]])
+        rows.append([f"... OMP_WAIT_POLICY={policy} (fresh process)", done.stdout.split()[-1]])
     pipe(image[:, :, :1], CT_TASK)
     rows.append(["whole pipeline (same slices)", f"{timed(lambda: pipe(image, CT_TASK), repeat=2) / slices:.3f}"])
     return rows
@@ -183,7 +197,7 @@ def profile_rows(pipe, slices: int = 2) -> List[List[str]]:
 
 def _child_model(weights: str, slices: int) -> None:
     pipe = DiffCodePipeline.from_pretrained(weights, device="cpu")
-    print(f"{bare_model_seconds(pipe.model, ct_batch(slices)[1]):.3f}")
+    print(f"{bare_model_seconds(pipe, ct_batch(slices)[1]):.3f}")
 
 
 def volume_in_subprocess(weights: str, slices: int, device: str) -> Dict[str, float]:
@@ -221,10 +235,12 @@ def command_line_rows(weights: str, device: str, workdir: Path) -> List[List[str
     command = [sys.executable, "-m", "DiffCodeRestoreLib", "restore", str(source), str(target), "--task", CT_TASK,
                "--model", weights, "--device", device, "--quiet", "--overwrite"]
     seconds = timed(lambda: subprocess.run(command, check=True, capture_output=True))
+    float32 = timed(lambda: subprocess.run(command + ["--precision", "float32"], check=True, capture_output=True))
     nlm = make_baselines(["nlm"])[0]
     array = sitk.GetArrayFromImage(image).astype(np.float32)
     nlm_seconds = timed(lambda: [nlm.restore(s, CT_TASK, (0.7, 0.7)) for s in array])
-    return [["diffcode-restore restore (whole command)", f"{seconds:.1f}", f"{seconds / 16:.3f}"],
+    return [["diffcode-restore restore (whole command, defaults)", f"{seconds:.1f}", f"{seconds / 16:.3f}"],
+            ["diffcode-restore restore --precision float32", f"{float32:.1f}", f"{float32 / 16:.3f}"],
             ["scikit-image NLM, fast mode (filter only)", f"{nlm_seconds:.1f}", f"{nlm_seconds / 16:.3f}"]]
 
 

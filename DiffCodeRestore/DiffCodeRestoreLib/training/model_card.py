@@ -73,14 +73,16 @@ below are not the paper's.
 - CT: `lung1` chest CT (pyradiomics-bhklab 3.1.4) and the InVesalius `Cranium` head CT; projection-domain noise
   insertion (Poisson transmission counts, electronic noise, FBP) over a range of doses.
 - MRI: MNI152 2009a T1 template (nilearn), the ITK example T1 head and BrainWeb-derived slices, with Rician noise
-  added to the references; k-space truncation to 1/2 and 1/4 of the band.
+  added to the references (SNR 20 to 400); k-space truncation to 1/2 and 1/4 of the band.
 - PET: simulated FDG-like brain PET from the MNI152 tissue maps (+ AAL regions): PSF, attenuation, Poisson counts
   at full and reduced dose (1/4..1/20), the same MLEM reconstruction for both.
 - Public test subjects, never used for training: `lung2` chest CT, Colin27 T1, the ITK example tissue classes.
 - Recipe: `{json.dumps(train_cfg)}`
 {_training_summary(run_dir)}
 
-Reproduce: `python -m DiffCodeRestoreLib.training train --config {train_cfg['model']} --variant {train_cfg['variant']}`.
+Reproduce: `python -m DiffCodeRestoreLib.training train --config {train_cfg['model']} --variant {train_cfg['variant']} \
+--stage1-iters {train_cfg['stage1_iters']} --stage2-iters {train_cfg['stage2_iters']}` (iterations, not wall-clock caps,
+end each stage), then `python -m DiffCodeRestoreLib.training export RUN_DIR OUT`.
 
 ## Results (public test split, AMIR protocol)
 {results}
