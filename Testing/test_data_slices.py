@@ -83,7 +83,8 @@ def test_mri_training_is_diverse_and_noisy(cache):
     for case, entry in zip(cases, manifest["cases"]):
         assert set(np.unique(case.level)) <= {2.0, 4.0}
         assert min(case.hq.shape[1:]) >= 128 and max(case.hq.shape[1:]) <= 512
-        assert all(15 <= snr <= 80 for snr in entry["snr"]) and all(s > 0 for s in entry["rician_sigma"])
+        low, high = recipes.PARAMETERS[("mri-sr", "train")]["snr"]
+        assert all(low <= snr <= high for snr in entry["snr"]) and all(s > 0 for s in entry["rician_sigma"])
         if entry["background_noise"]:  # Rician floor in the air around the head
             assert float(np.median(case.hq[:, :4, :4])) > 0
 
