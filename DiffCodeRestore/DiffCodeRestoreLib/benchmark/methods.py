@@ -77,6 +77,25 @@ class DiffCodeMethod:
         return len(self.codes_used[task]) / self.model.config.codebook_size
 
     def restore(self, lq: np.ndarray, task: str, spacing: Spacing) -> np.ndarray:
+        restored, indices = self._run(lq, task)
+        if indices is not None:
+            self.codes_used.setdefault(task, set()).update(indices.unique().tolist())
+        return restored
+
+    def seconds_per_slice(self, image: np.ndarray, task: str, repeat: int = 3) -> float:
+        """Best of ``repeat`` timed restorations of one slice (after a warm-up); not counted as code usage."""
+        import time
+
+        self._run(image, task)
+        best = math.inf
+        for _ in range(repeat):
+            started = time.perf_counter()
+            self._run(image, task)
+            best = min(best, time.perf_counter() - started)
+        return best
+
+    def _run(self, lq: np.ndarray, task: str):
+        """(restored slice in original units, retrieved code indices or None)."""
         import torch
 
         from .. import device as devices
@@ -86,30 +105,12 @@ class DiffCodeMethod:
         x = normalize(task, lq, offset, scale)
         height, width = x.shape
         m = self.model.size_multiple
-        pad_h, pad_w = -height % m, -width % m
-        padded = np.pad(x, ((0, pad_h), (0, pad_w)), mode="reflect")
+        padded = np.pad(x, ((0, -height % m), (0, -width % m)), mode="reflect")
         tensor = torch.from_numpy(np.ascontiguousarray(padded))[None, None].to(self.device)
         generator = torch.Generator(device=self.device).manual_seed(self.seed)
-        task_index = torch.full((1,), spec.index, device=self.device, dtype=torch.long)
-        fidelity = torch.full((1,), float(self.fidelity), device=self.device)
         with torch.inference_mode(), devices.autocast(self.device, self.precision):
-            out = self.model(tensor.contiguous(memory_format=torch.channels_last), task_index, steps=self.steps,
-                             fidelity=fidelity, generator=generator)
-        if "indices" in out:
-            self.codes_used.setdefault(task, set()).update(out["indices"].unique().tolist())
-        restored = out["image"].clamp(min=0)[0, 0, :height, :width].float().cpu().numpy()
-        return denormalize(task, restored, offset, scale)
-
-    def seconds_per_slice(self, image: np.ndarray, task: str, repeat: int = 3) -> float:
-        """Best of ``repeat`` timed restorations of one slice (after a warm-up), without touching usage counts."""
-        import time
-
-        kept = {k: set(v) for k, v in self.codes_used.items()}
-        self.restore(image.copy(), task, (1.0, 1.0))
-        best = math.inf
-        for _ in range(repeat):
-            started = time.perf_counter()
-            self.restore(image.copy(), task, (1.0, 1.0))
-            best = min(best, time.perf_counter() - started)
-        self.codes_used = kept
-        return best
+            image, indices = self.model.restore_with_codes(
+                tensor.contiguous(memory_format=torch.channels_last), spec.index, steps=self.steps,
+                fidelity=self.fidelity, generator=generator)
+        restored = image[0, 0, :height, :width].float().cpu().numpy()
+        return denormalize(task, restored, offset, scale), indices

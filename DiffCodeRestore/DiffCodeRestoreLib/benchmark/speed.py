@@ -138,9 +138,11 @@ def ct_batch(slices: int):
     """``slices`` real 512 x 512 CT slices, normalised for the network: (N, 1, 512, 512)."""
     import torch
 
+    from ..tasks import intensity_scale, normalize
+
     image, _ = ct_volume(slices)
-    array = (sitk.GetArrayFromImage(image).astype(np.float32) + 1024) / 4095
-    return image, torch.from_numpy(array).clamp(0, 1)[:, None]
+    array = sitk.GetArrayFromImage(image)
+    return image, torch.from_numpy(normalize(CT_TASK, array, *intensity_scale(CT_TASK, array)))[:, None]
 
 
 def bare_model_seconds(pipe, x, precision="pipeline", layout=None, steps=None, context=None) -> float:

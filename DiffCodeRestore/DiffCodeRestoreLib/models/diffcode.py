@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -118,13 +118,21 @@ class DiffCodeModel(_TaskConditioned):
                 fidelity: Optional[float] = None, generator: Optional[torch.Generator] = None,
                 noise: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Restore a batch of normalised slices of one task: (B, 1, H, W) -> (B, 1, H, W), non-negative."""
+        return self.restore_with_codes(x, task_index, steps, fidelity, generator, noise)[0]
+
+    @torch.no_grad()
+    def restore_with_codes(self, x: torch.Tensor, task_index: int, steps: Optional[int] = None,
+                           fidelity: Optional[float] = None, generator: Optional[torch.Generator] = None,
+                           noise: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """``restore``, plus the indices of the retrieved codes, (B, H/4, W/4) (None without a codebook)."""
         if not 0 <= task_index < self.config.num_tasks:
             raise ValueError(f"task_index must be in [0, {self.config.num_tasks})")
         if fidelity is not None and not 0.0 <= fidelity <= 1.0:
             raise ValueError("fidelity must be between 0 and 1")
         task = torch.full((x.shape[0],), task_index, device=x.device, dtype=torch.long)
         w = None if fidelity is None else torch.full((x.shape[0],), float(fidelity), device=x.device, dtype=x.dtype)
-        return self(x, task, steps=steps, fidelity=w, generator=generator, noise=noise)["image"].clamp_(min=0)
+        out = self(x, task, steps=steps, fidelity=w, generator=generator, noise=noise)
+        return out["image"].clamp_(min=0), out.get("indices")
 
     # ---- Hub-style persistence -------------------------------------------------------------
     def load_prior(self, stage1: HQAutoencoder) -> None:
