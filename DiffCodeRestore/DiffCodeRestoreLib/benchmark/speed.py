@@ -107,6 +107,18 @@ def timed(work: Callable[[], object], repeat: int = 1) -> float:
     return best
 
 
+def nlm_scikit_defaults(array: np.ndarray) -> None:
+    """scikit-image NLM in fast mode with its default 7x7 patches and 11-pixel search distance, the
+    reference of the speed target (the benchmark's tuned NLM uses 5 / 6, which is about 2.5x faster)."""
+    from skimage.restoration import denoise_nl_means
+
+    from .baselines import estimated_sigma
+
+    for slice_ in array:
+        sigma = estimated_sigma(slice_)
+        denoise_nl_means(slice_, h=0.8 * sigma, sigma=sigma, fast_mode=True)
+
+
 def per_slice_rows(pipe, device: str, slices: int, bm3d_slices: int) -> List[List[str]]:
     from .baselines import make_baselines
 
@@ -119,8 +131,10 @@ def per_slice_rows(pipe, device: str, slices: int, bm3d_slices: int) -> List[Lis
         array = sitk.GetArrayFromImage(image).astype(np.float32)
         spacing = image.GetSpacing()[1::-1]
         nlm_time = timed(lambda: [nlm.restore(s, CT_TASK, spacing) for s in array]) / slices
+        nlm_defaults = timed(lambda: nlm_scikit_defaults(array)) / slices
         bm3d_time = timed(lambda: [bm3d.restore(s, CT_TASK, spacing) for s in array[:bm3d_slices]]) / bm3d_slices
-        rows.append([f"{size} x {size}", f"{model:.3f}", f"{nlm_time:.3f}", f"{bm3d_time:.2f}", device])
+        rows.append([f"{size} x {size}", f"{model:.3f}", f"{nlm_time:.3f}", f"{nlm_defaults:.3f}", f"{bm3d_time:.2f}",
+                     device])
     return rows
 
 
@@ -241,9 +255,15 @@ def command_line_rows(weights: str, device: str, workdir: Path) -> List[List[str
     nlm = make_baselines(["nlm"])[0]
     array = sitk.GetArrayFromImage(image).astype(np.float32)
     nlm_seconds = timed(lambda: [nlm.restore(s, CT_TASK, (0.7, 0.7)) for s in array])
+    defaults_seconds = timed(lambda: nlm_scikit_defaults(array))
+    verdict = "met" if seconds <= defaults_seconds else "not met"
     return [["diffcode-restore restore (whole command, defaults)", f"{seconds:.1f}", f"{seconds / 16:.3f}"],
             ["diffcode-restore restore --precision float32", f"{float32:.1f}", f"{float32 / 16:.3f}"],
-            ["scikit-image NLM, fast mode (filter only)", f"{nlm_seconds:.1f}", f"{nlm_seconds / 16:.3f}"]]
+            ["scikit-image NLM, fast mode, defaults 7 / 11 (filter only)", f"{defaults_seconds:.1f}",
+             f"{defaults_seconds / 16:.3f}"],
+            ["scikit-image NLM, fast mode, 5 / 6 as tuned in the benchmark (filter only)", f"{nlm_seconds:.1f}",
+             f"{nlm_seconds / 16:.3f}"],
+            [f"target (whole command <= NLM defaults, filter only): {verdict}", "", ""]]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -273,8 +293,8 @@ def run(args: argparse.Namespace) -> str:
             f"torch {torch.__version__}; load average at the start {os.getloadavg()[0]:.1f} "
             "(other processes share the cores: compare rows of one run).",
             "## Seconds per slice (CT, best of one run over the slices)\n\n" + table(
-                ["slice", "DiffCode", "NLM (fast)", "BM3D", "DiffCode device"],
-                per_slice_rows(pipe, device.type, args.slices, args.bm3d_slices)),
+                ["slice", "DiffCode", "NLM (fast, 5 / 6 as tuned)", "NLM (fast, defaults 7 / 11)", "BM3D",
+                 "DiffCode device"], per_slice_rows(pipe, device.type, args.slices, args.bm3d_slices)),
             "## Profile: seconds per 512 x 512 slice\n\n" + table(["setting", "seconds per slice"],
                                                                   profile_rows(pipe)),
             "## Scaling with the number of 512 x 512 slices\n\n" + table(
@@ -290,8 +310,8 @@ def run(args: argparse.Namespace) -> str:
             ["what", "seconds", "seconds per slice"], command_line_rows(weights, device.type, workdir)))
         if device.type == "cpu" and torch.cuda.is_available():
             gpu = DiffCodePipeline.from_pretrained(weights, device="cuda")
-            sections.append("## GPU\n\n" + table(["slice", "DiffCode", "NLM (fast)", "BM3D", "DiffCode device"],
-                                                  per_slice_rows(gpu, "cuda", args.slices, 1)))
+            sections.append("## GPU\n\n" + table(["slice", "DiffCode", "NLM (5 / 6)", "NLM (7 / 11)", "BM3D",
+                                                   "DiffCode device"], per_slice_rows(gpu, "cuda", args.slices, 1)))
     return "\n\n".join(sections) + "\n"
 
 
