@@ -4,6 +4,7 @@ import json
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 
 from DiffCodeRestoreLib.training.config import TrainConfig
@@ -41,6 +42,17 @@ def test_patches_cover_all_tasks_with_paired_augmentation():
     assert lq.shape == hq.shape == (9, 1, 32, 32) and task.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     ct = slice(3, 6)
     assert (lq[ct] - hq[ct]).abs().mean() < 0.05  # same crop and rotation for LQ and HQ
+
+
+def test_training_on_a_subset_of_tasks():
+    tc = TrainConfig.preset("tiny", tasks=["mri-sr"], batch_per_task=5)
+    assert tc.model_config().num_tasks == 3  # the model keeps every task; only the data is a subset
+    cases = {t: normalise_cases(t, _phantom_cases(t)) for t in tc.tasks}
+    lq, _, task = PatchSampler(cases, patch=32, seed=0).batch(tc.batch_per_task)
+    assert lq.shape[0] == 5 and set(task.tolist()) == {0}
+    for bad in ([], ["mri-sr", "xray"]):
+        with pytest.raises(ValueError, match="subset of"):
+            TrainConfig.preset("tiny", tasks=bad).model_config()
 
 
 def _losses(path, stage):

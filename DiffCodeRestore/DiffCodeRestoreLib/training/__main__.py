@@ -14,7 +14,6 @@ from typing import List, Optional
 
 import torch
 
-from ..tasks import TASKS
 from .config import VARIANTS, TrainConfig
 from .loop import RunLog, train_stage1, train_stage2
 from .patches import PatchSampler, normalise_cases
@@ -33,7 +32,7 @@ def train(tc: TrainConfig, run_dir: Path, device: torch.device, progress: bool =
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "train_config.json").write_text(json.dumps(tc.to_dict(), indent=2))
     log = RunLog(run_dir / "log.jsonl")
-    cases = {task: normalise_cases(task, load_cases(task, "train", rebuild_stale=False)) for task in TASKS}
+    cases = {task: normalise_cases(task, load_cases(task, "train", rebuild_stale=False)) for task in tc.tasks}
     sampler = PatchSampler(cases, tc.patch, tc.seed)
     stage1 = None
     if tc.model_config().prior != "none":
@@ -68,6 +67,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--stage1-iters", type=int)
     p.add_argument("--stage2-iters", type=int)
     p.add_argument("--seed", type=int)
+    p.add_argument("--tasks", help="comma list of tasks to train on (default: all three)")
+    p.add_argument("--batch-per-task", type=int, help="patches per task in each batch (default 4)")
     e = sub.add_parser("export", help="write shippable fp16 weights + model card from a finished run")
     e.add_argument("run_dir", type=Path)
     e.add_argument("out", type=Path)
@@ -79,7 +80,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         torch.set_num_threads(args.threads)
     tc = TrainConfig.preset(args.config, variant=args.variant, stage1_minutes=args.stage1_minutes,
                             stage2_minutes=args.stage2_minutes, stage1_iters=args.stage1_iters,
-                            stage2_iters=args.stage2_iters, seed=args.seed)
+                            stage2_iters=args.stage2_iters, seed=args.seed, batch_per_task=args.batch_per_task,
+                            tasks=args.tasks.split(",") if args.tasks else None)
     from ..data import cache_dir
 
     run_dir = args.run_dir or cache_dir() / "runs" / f"{args.config}-{args.variant}"

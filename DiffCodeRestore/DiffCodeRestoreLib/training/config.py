@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Any, Dict
+from dataclasses import dataclass, field
+from typing import Any, Dict, List
 
 from ..models import DiffCodeConfig
+from ..tasks import TASKS
 
 # The four ablations of the paper's ideas, as switches of the same model config.
 VARIANTS: Dict[str, Dict[str, Any]] = {
@@ -21,6 +22,8 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
 class TrainConfig:
     model: str = "small"
     variant: str = "full"
+    # The model always has all tasks' embeddings and codebooks; a subset trains (or diagnoses) only those.
+    tasks: List[str] = field(default_factory=lambda: list(TASKS))
     patch: int = 96
     batch_per_task: int = 4
     lr: float = 4e-4
@@ -41,6 +44,9 @@ class TrainConfig:
     def model_config(self) -> DiffCodeConfig:
         if self.variant not in VARIANTS:
             raise ValueError(f"Unknown variant {self.variant!r}: choose one of {', '.join(VARIANTS)}.")
+        unknown = sorted(set(self.tasks) - set(TASKS))
+        if unknown or not self.tasks:
+            raise ValueError(f"tasks must be a non-empty subset of {', '.join(TASKS)}; got {unknown or 'none'}.")
         return DiffCodeConfig.preset(self.model, **VARIANTS[self.variant])
 
     def to_dict(self) -> Dict[str, Any]:
