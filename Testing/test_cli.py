@@ -91,6 +91,21 @@ def test_mri_super_resolution_from_the_command_line(run, tmp_path):
     np.testing.assert_allclose(result.GetSpacing(), (0.4, 0.3, 3.0), rtol=1e-6)
 
 
+def test_two_d_image_file_is_restored_as_one_slice(run, tmp_path):
+    from DiffCodeRestoreLib.data.volumes import load_volume
+
+    volume = load_volume("lung2")
+    source = write(volume[100:228, 150:278, 30], tmp_path / "slice.nrrd")  # a real 2D CT slice, LPS geometry
+    before = digest(source)
+    code, _, err = run("restore", str(source), str(tmp_path / "out.nii.gz"), "--task", "ct-denoise")
+    assert code == 0, err
+    result = sitk.ReadImage(str(tmp_path / "out.nii.gz"))
+    assert result.GetDimension() == 2 and result.GetSize() == (128, 128)
+    np.testing.assert_allclose(result.GetSpacing(), volume.GetSpacing()[:2], rtol=1e-6)
+    np.testing.assert_allclose(result.GetOrigin(), sitk.ReadImage(str(source)).GetOrigin(), atol=1e-4)
+    assert digest(source) == before
+
+
 def test_dicom_series_folder_in(run, tmp_path):
     folder = write_dicom_series(oblique_image(size=(24, 20, 4), spacing=(0.7, 0.7, 2.5)), tmp_path / "series")
     code, _, err = run("restore", str(folder), str(tmp_path / "ct.nrrd"), "--task", "ct-denoise")

@@ -141,6 +141,8 @@ def test_offline_env_uses_cache_then_bundled_then_says_what_to_do(server, weight
     env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "DIFFCODE_CATALOG": str(catalog.path)}
     run = cli(["weights", "path"], env)
     assert run.returncode == 0 and Path(run.stdout.strip()) == hub.snapshot_folder(catalog.get(), cache)
+    run = cli(["weights", "download"], env)  # already complete and verified: no need for the Hub
+    assert run.returncode == 0 and "verified" in run.stdout, run.stderr
 
     bundled_catalog = make_catalog(tmp_path / "b", weights, commit, bundled=True)
     env.update(HF_HUB_CACHE=str(tmp_path / "empty-cache"), DIFFCODE_CATALOG=str(bundled_catalog.path))
@@ -314,6 +316,19 @@ def test_weights_cli_list_verify_clear_import(server, weights, tmp_path):
     assert run.returncode == 0 and "imported tiny" in run.stdout
     run = cli(["weights", "download", "nonexistent"], env)
     assert run.returncode == 1 and "unknown model 'nonexistent'" in run.stderr
+
+
+def test_download_goes_to_hf_home_when_no_hub_cache_is_set(server, weights, tmp_path):
+    commit = server.add_repo(REPO, files_of(weights))
+    catalog = make_catalog(tmp_path, weights, commit)
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_CACHE"}
+    env.update(HF_HOME=str(tmp_path / "hf-home"), DIFFCODE_CATALOG=str(catalog.path), HF_ENDPOINT=server.endpoint,
+               HF_HUB_DISABLE_PROGRESS_BARS="1")
+    run = subprocess.run([PYTHON, "-m", "DiffCodeRestoreLib", "weights", "download"], capture_output=True, text=True,
+                         encoding="utf-8", env=env, timeout=120)
+    assert run.returncode == 0, run.stderr
+    snapshot = hub.snapshot_folder(catalog.get(), tmp_path / "hf-home" / "hub")
+    assert hub.check_files(snapshot, catalog.get()) == {name: "ok" for name in files_of(weights)}
 
 
 def test_ssl_failure_is_one_line(weights, tmp_path):

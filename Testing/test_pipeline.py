@@ -45,6 +45,21 @@ def test_output_does_not_depend_on_batch_or_tile_size(pipe):
     np.testing.assert_allclose(tiled, whole, atol=2e-3)  # HU, values span about +-400
 
 
+def test_shipped_model_is_seamless_across_tiles():
+    """The bundled model's receptive field must fit in the tile context: tiled = whole on a real CT slice."""
+    from pathlib import Path
+
+    from DiffCodeRestoreLib.data.volumes import load_volume
+
+    bundled = Path(__file__).resolve().parents[1] / "DiffCodeRestore" / "Resources" / "Weights" / "diffcode-small"
+    shipped = DiffCodePipeline.from_pretrained(str(bundled), device="cpu", precision="float32")
+    image = load_volume("lung2")[96:416, 96:416, 30:31]  # 320 x 320: 2 x 2 tiles of 256
+    whole = restored(shipped(image, "ct-denoise")).astype(np.float32)
+    tiled = restored(shipped(image, "ct-denoise", tile_size=256)).astype(np.float32)
+    assert np.abs(whole - sitk.GetArrayFromImage(image)).mean() > 2  # the model does change the (full-dose) slice
+    assert np.abs(tiled - whole).max() <= 1  # HU; CT output is rounded to the input's integer type
+
+
 def test_tile_weights_cross_fade_to_one():
     """Regularly spaced tiles: context pixels weigh nothing and the sin^2 ramps sum to exactly one."""
     length, tile, context, blend = 448, 256, 64, 32
@@ -178,6 +193,20 @@ def test_out_of_memory_shrinks_batch_then_tile_and_says_so(tiny_weights):
         pipe(image, "ct-denoise")
 
 
+def test_out_of_memory_on_a_gpu_at_the_smallest_tiles_moves_to_the_cpu(tiny_weights, monkeypatch):
+    """The last resort on a GPU: say so, move the model and the plan to the CPU (GPU emulated by the plan)."""
+    from DiffCodeRestoreLib import device as devices
+
+    monkeypatch.setattr(devices, "release_memory", lambda device: None)  # no CUDA runtime on this runner
+    messages = []
+    pipe = DiffCodePipeline.from_pretrained(str(tiny_weights), device="cpu", message=messages.append)
+    plan = devices.WorkPlan(torch.device("cuda"), batch=1, tile=devices.MIN_TILE, shrunk=True)
+    pipe._shrink(plan)
+    assert "continuing on the CPU" in messages[-1]
+    assert plan.device.type == pipe.device.type == "cpu" and plan.tile == devices.DEFAULT_TILE["cpu"]
+    assert next(pipe.model.parameters()).dtype == torch.float32
+
+
 def test_numpy_input_with_geometry(pipe):
     array = sitk.GetArrayFromImage(textured((3, 40, 44)))
     before = array.copy()
@@ -243,6 +272,19 @@ def test_device_choice_is_checked():
             resolve_device("cuda")
     with pytest.raises(ValueError, match="unknown device 'gpu0'"):
         resolve_device("gpu0")
+
+
+@pytest.mark.parametrize("cuda, mps, expected", [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")])
+def test_auto_device_prefers_cuda_then_mps(monkeypatch, cuda, mps, expected):
+    """The order of ``auto`` on machines this CPU runner is not (availability simulated, no tensor is moved)."""
+    from DiffCodeRestoreLib import device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(device, "mps_available", lambda: mps)
+    chosen = device.resolve_device("auto")
+    assert chosen.type == expected
+    if expected != "cpu":
+        assert device.resolve_precision(chosen) == torch.float16  # half precision on GPUs
 
 
 def test_precision_choice():

@@ -392,10 +392,16 @@ def download(
 ) -> Path:
     """Download every catalog file at the pinned revision into the Hub cache; verify each one.
 
-    A file that fails the SHA-256 check is deleted and the download refused.
+    A file that fails the SHA-256 check is deleted and the download refused. A complete, verified
+    copy already in the cache is returned without asking the Hub (so this works offline too).
     """
     from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
 
+    snapshot = snapshot_folder(entry, cache_dir)
+    if snapshot.is_dir() and all(state == "ok" for state in check_files(snapshot, entry).values()):
+        if progress is not None:
+            progress(entry.size, entry.size)
+        return snapshot
     endpoint = hub_endpoint(endpoint)
     done = 0
     for index, spec in enumerate(entry.files):
