@@ -245,3 +245,13 @@ def test_cli_says_why_a_model_is_unavailable(tmp_path, monkeypatch, capsys):
     assert cli.main(["--tasks", "ct-denoise", "--methods", "input,broken", "--model", f"broken={tmp_path}",
                      "--out", str(tmp_path)]) == 2
     assert "needs config.json" in capsys.readouterr().err
+
+
+def test_speed_benchmark_volume_run_reports_time_and_memory(tiny_weights):
+    """The speed benchmark's fresh-process volume run, on 2 slices with the tiny model (a smoke test)."""
+    from DiffCodeRestoreLib.benchmark import speed
+
+    figures = speed.volume_in_subprocess(str(tiny_weights), 2, "cpu")
+    assert figures["seconds"] > 0 and figures["peak_gpu_mb"] is None
+    assert 0 < figures["rss_before_mb"] <= figures["peak_rss_mb"] < speed.RSS_LIMIT_MB
+    assert figures["input_mb"] == 512 * 512 * 2 * 2 / 2 ** 20

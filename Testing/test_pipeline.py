@@ -287,6 +287,20 @@ def test_auto_device_prefers_cuda_then_mps(monkeypatch, cuda, mps, expected):
         assert device.resolve_precision(chosen) == torch.float16  # half precision on GPUs
 
 
+def test_gpu_work_is_planned_from_free_memory(monkeypatch):
+    """Batch from free memory; a tile smaller than the slice when one whole slice would not fit."""
+    from DiffCodeRestoreLib import device
+
+    monkeypatch.setattr(device, "free_memory", lambda _: 300 * 10 ** 6)
+    cuda = torch.device("cuda")
+    small = device.plan_work(cuda, (512, 512), bytes_per_pixel=100)
+    assert small.tile == device.DEFAULT_TILE["cuda"] and small.batch == int(0.6 * 300e6 / (100 * 512 * 512))
+    big = device.plan_work(cuda, (2048, 2048), bytes_per_pixel=1000)
+    assert big.tile == 416 and big.batch == 1  # sqrt(0.6 * 300 MB / 1000 B) = 424 -> a multiple of 32
+    assert device.plan_work(cuda, (2048, 2048), bytes_per_pixel=10 ** 5).tile == device.MIN_TILE
+    assert device.plan_work(cuda, (2048, 2048), tile=512, bytes_per_pixel=1000).tile == 512  # the user's choice
+
+
 def test_precision_choice():
     """auto: bfloat16 only on CPUs that compute it in hardware (emulated bfloat16 is slower than float32)."""
     from DiffCodeRestoreLib.device import native_bfloat16_cpu, resolve_precision

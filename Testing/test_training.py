@@ -1,5 +1,6 @@
 """Training mechanics on the tiny config: losses fall, checkpoints resume, patches are sane."""
 
+import argparse
 import json
 from types import SimpleNamespace
 
@@ -53,6 +54,19 @@ def test_training_on_a_subset_of_tasks():
     for bad in ([], ["mri-sr", "xray"]):
         with pytest.raises(ValueError, match="subset of"):
             TrainConfig.preset("tiny", tasks=bad).model_config()
+
+
+def test_model_options_set_config_fields_over_the_preset():
+    from DiffCodeRestoreLib.training.__main__ import _model_options, main
+
+    tc = TrainConfig.preset("tiny", variant="no-prior", model_overrides={"full_res_channels": 4})
+    config = tc.model_config()
+    assert config.full_res_channels == 4 and config.prior == "none"  # the variant's switches still win
+    assert tc.to_dict()["model_overrides"] == {"full_res_channels": 4}  # recorded with the run
+    assert _model_options(argparse.ArgumentParser(), ["full_res_channels=16", "full_res_blocks=1"]) == {
+        "full_res_channels": 16, "full_res_blocks": 1}
+    with pytest.raises(SystemExit):
+        main(["train", "--config", "tiny", "--model-option", "full_res_channels"])
 
 
 def _losses(path, stage):

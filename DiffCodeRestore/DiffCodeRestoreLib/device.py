@@ -9,6 +9,7 @@ pipeline recovers from (smaller tiles, then the CPU).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from dataclasses import dataclass
 from typing import Optional, Union
@@ -159,14 +160,20 @@ def plan_work(device: torch.device, slice_shape, batch: Optional[int] = None, ti
     """Batch and tile for slices of ``slice_shape`` (rows, cols).
 
     On CUDA the batch comes from free memory and the model's measured bytes per input pixel
-    (``bytes_per_pixel``, from a calibration call); elsewhere from a fixed pixel budget.
+    (``bytes_per_pixel``, from a calibration call), and so does the tile when one whole slice would
+    not fit; elsewhere from a fixed pixel budget.
     """
-    tile = int(tile or DEFAULT_TILE.get(device.type, 512))
+    free = free_memory(device) if bytes_per_pixel else None
+    if tile is None:
+        tile = DEFAULT_TILE.get(device.type, 512)
+        if free is not None:
+            fitting = int(math.sqrt(0.6 * free / bytes_per_pixel)) // 32 * 32
+            tile = max(MIN_TILE, min(tile, fitting))
+    tile = int(tile)
     rows, cols = min(slice_shape[0], tile), min(slice_shape[1], tile)
     pixels = max(1, rows * cols)
     if batch is None:
-        free = free_memory(device)
-        if free is not None and bytes_per_pixel:
+        if free is not None:
             batch = int(0.6 * free / (bytes_per_pixel * pixels))
         else:
             batch = CPU_PIXELS_PER_CALL // pixels

@@ -22,8 +22,8 @@ How a volume is restored, and why:
   in-plane grid, shifted by a Fourier phase ramp so that voxel centres follow the voxel-centre
   convention: the output covers exactly the input's field of view and overlays it in physical space.
 - **Hardware.** ``device="auto"`` picks CUDA, then MPS, then the CPU; float16 autocast on GPUs and
-  bfloat16 on CPUs that have it in hardware (``precision``); channels-last memory layout; batch from
-  free GPU memory; on out-of-memory the batch, then the tile, shrink, and finally the work moves to
+  bfloat16 on CPUs that have it in hardware (``precision``); channels-last memory layout; batch (and
+  tile, when a whole slice would not fit) from free GPU memory; on out-of-memory the batch, then the tile, shrink, and finally the work moves to
   the CPU with a message.
 """
 
@@ -297,7 +297,8 @@ class DiffCodePipeline:
                     progress(done, total)
                 if not (planned_from_memory or plan.shrunk) and self._bytes_per_pixel:
                     planned_from_memory = True  # the first GPU call measured the memory a pixel needs
-                    plan.batch = devices.plan_work(self.device, padded, None, plan.tile, self._bytes_per_pixel).batch
+                    replanned = devices.plan_work(self.device, padded, None, tile_size, self._bytes_per_pixel)
+                    plan.batch, plan.tile = replanned.batch, replanned.tile
 
     # -- pieces ---------------------------------------------------------------------------------
     def _check_options(self, spec: TaskSpec, scale, steps, fidelity, seed, samples, batch_size,

@@ -53,6 +53,19 @@ def export(run_dir: Path, out: Path, results: Optional[Path]) -> int:
     return 0
 
 
+def _model_options(parser: argparse.ArgumentParser, items: List[str]) -> dict:
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            options[key] = json.loads(value) if sep else None
+        except json.JSONDecodeError:
+            options[key] = None
+        if options[key] is None:
+            parser.error(f"--model-option {item!r}: use KEY=VALUE with a JSON value, e.g. full_res_channels=16")
+    return options
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m DiffCodeRestoreLib.training")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -69,6 +82,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--seed", type=int)
     p.add_argument("--tasks", help="comma list of tasks to train on (default: all three)")
     p.add_argument("--batch-per-task", type=int, help="patches per task in each batch (default 4)")
+    p.add_argument("--model-option", action="append", default=[], metavar="KEY=JSON",
+                   help="set a model config field over the preset, e.g. full_res_channels=16 (repeatable)")
     e = sub.add_parser("export", help="write shippable fp16 weights + model card from a finished run")
     e.add_argument("run_dir", type=Path)
     e.add_argument("out", type=Path)
@@ -81,7 +96,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     tc = TrainConfig.preset(args.config, variant=args.variant, stage1_minutes=args.stage1_minutes,
                             stage2_minutes=args.stage2_minutes, stage1_iters=args.stage1_iters,
                             stage2_iters=args.stage2_iters, seed=args.seed, batch_per_task=args.batch_per_task,
-                            tasks=args.tasks.split(",") if args.tasks else None)
+                            tasks=args.tasks.split(",") if args.tasks else None,
+                            model_overrides=_model_options(parser, args.model_option) or None)
     from ..data import cache_dir
 
     run_dir = args.run_dir or cache_dir() / "runs" / f"{args.config}-{args.variant}"

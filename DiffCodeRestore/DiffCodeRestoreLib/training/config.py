@@ -22,6 +22,8 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
 class TrainConfig:
     model: str = "small"
     variant: str = "full"
+    # Model config fields set over the preset (e.g. {"full_res_channels": 16}), recorded with the run.
+    model_overrides: Dict[str, Any] = field(default_factory=dict)
     # The model always has all tasks' embeddings and codebooks; a subset trains (or diagnoses) only those.
     tasks: List[str] = field(default_factory=lambda: list(TASKS))
     patch: int = 96
@@ -47,7 +49,7 @@ class TrainConfig:
         unknown = sorted(set(self.tasks) - set(TASKS))
         if unknown or not self.tasks:
             raise ValueError(f"tasks must be a non-empty subset of {', '.join(TASKS)}; got {unknown or 'none'}.")
-        return DiffCodeConfig.preset(self.model, **VARIANTS[self.variant])
+        return DiffCodeConfig.preset(self.model, **{**self.model_overrides, **VARIANTS[self.variant]})
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
