@@ -59,14 +59,14 @@ def test_training_on_a_subset_of_tasks():
 def test_model_options_set_config_fields_over_the_preset():
     from DiffCodeRestoreLib.training.__main__ import _model_options, main
 
-    tc = TrainConfig.preset("tiny", variant="no-prior", model_overrides={"full_res_channels": 4})
+    tc = TrainConfig.preset("tiny", variant="no-prior", model_overrides={"codebook_size": 8})
     config = tc.model_config()
-    assert config.full_res_channels == 4 and config.prior == "none"  # the variant's switches still win
-    assert tc.to_dict()["model_overrides"] == {"full_res_channels": 4}  # recorded with the run
-    assert _model_options(argparse.ArgumentParser(), ["full_res_channels=16", "full_res_blocks=1"]) == {
-        "full_res_channels": 16, "full_res_blocks": 1}
+    assert config.codebook_size == 8 and config.prior == "none"  # the variant's switches still win
+    assert tc.to_dict()["model_overrides"] == {"codebook_size": 8}  # recorded with the run
+    assert _model_options(argparse.ArgumentParser(), ["codebook_size=64", "channels=[16, 32]"]) == {
+        "codebook_size": 64, "channels": [16, 32]}
     with pytest.raises(SystemExit):
-        main(["train", "--config", "tiny", "--model-option", "full_res_channels"])
+        main(["train", "--config", "tiny", "--model-option", "codebook_size"])
 
 
 def _losses(path, stage):

@@ -22,10 +22,6 @@ class DiffCodeConfig:
     encoder_blocks: List[int] = field(default_factory=lambda: [1, 2])
     decoder_blocks: List[int] = field(default_factory=lambda: [2, 1])
     latent_dim: int = 64
-    # Channels of an optional full-resolution refiner after the decoder (0: none): the only layers that
-    # see single pixels, for the fine detail of super-resolution (the rest works at 1/2 and 1/4).
-    full_res_channels: int = 0
-    full_res_blocks: int = 2
     denoiser_channels: int = 64
     denoiser_blocks: int = 2
     task_embed_dim: int = 32
@@ -59,8 +55,6 @@ class DiffCodeConfig:
             raise ValueError("default_steps must be between 1 and diffusion_timesteps")
         if self.prior == "none" and self.diffusion:
             raise ValueError("diffusion refines latents towards the HQ prior: it needs prior 'bank' or 'shared'")
-        if self.full_res_channels < 0 or self.full_res_blocks < 1:
-            raise ValueError("full_res_channels must be >= 0 and full_res_blocks >= 1")
         if len(self.task_shift) != self.num_tasks or len(self.task_scale) != self.num_tasks:
             raise ValueError("task_shift and task_scale need one value per task")
 

@@ -18,7 +18,7 @@ from ..errors import WeightsError
 from .codebook import CodebookBank
 from .config import DiffCodeConfig
 from .diffusion import FewStepSchedule
-from .networks import Decoder, Encoder, FullResRefiner, LatentDenoiser
+from .networks import Decoder, Encoder, LatentDenoiser
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -77,8 +77,6 @@ class DiffCodeModel(_TaskConditioned):
         if self.codebook is not None:
             self.codebook.requires_grad_(False)  # the prior is frozen after stage 1
         self.decoder = Decoder(c.channels, c.decoder_blocks, c.latent_dim, c.task_embed_dim, fuse=True)
-        self.refiner = (FullResRefiner(c.full_res_channels, c.full_res_blocks, c.task_embed_dim)
-                        if c.full_res_channels else None)
         self.schedule = FewStepSchedule(c.diffusion_timesteps, c.beta_start, c.beta_end)
 
     @property
@@ -95,8 +93,7 @@ class DiffCodeModel(_TaskConditioned):
         if lq.shape[-1] % self.size_multiple or lq.shape[-2] % self.size_multiple:
             raise ValueError(f"height and width must be multiples of {self.size_multiple}; pad the image first")
         cond = self.task_embed(task)
-        lq_units = self.to_network_units(lq, task)
-        c, features = self.lq_encoder(lq_units, cond)
+        c, features = self.lq_encoder(self.to_network_units(lq, task), cond)
         if self.denoiser is not None:
             z0 = self.schedule.sample(lambda z, t: self.denoiser(z, c, t, cond), c,
                                       steps or self.config.default_steps, generator, noise)
@@ -110,8 +107,6 @@ class DiffCodeModel(_TaskConditioned):
         if fidelity is None:
             fidelity = torch.full((lq.shape[0],), self.config.default_fidelity, device=lq.device, dtype=lq.dtype)
         residual = self.decoder(prior, cond, features, fidelity.to(lq.dtype))
-        if self.refiner is not None:
-            residual = self.refiner(lq_units, residual, cond)
         image = lq + residual * self.task_scale[task][:, None, None, None].to(lq.dtype)
         out = {"image": image, "z0": z0, "c": c}
         if indices is not None:

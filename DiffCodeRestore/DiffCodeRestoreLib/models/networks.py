@@ -101,22 +101,6 @@ class Decoder(nn.Module):
         return self.head(self.level1(h, cond))
 
 
-class FullResRefiner(nn.Module):
-    """Corrects the decoder's residual pixel by pixel from it and the LQ image; starts as a no-op."""
-
-    def __init__(self, channels: int, blocks: int, cond_dim: int):
-        super().__init__()
-        self.inp = nn.Conv2d(2, channels, 3, padding=1)
-        self.body = ResStack(channels, blocks, cond_dim)
-        self.out = nn.Conv2d(channels, 1, 3, padding=1)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
-
-    def forward(self, lq: torch.Tensor, residual: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        h = self.body(self.inp(torch.cat([lq, residual], 1)), cond)
-        return residual + self.out(F.silu(h))
-
-
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     half = dim // 2
     freqs = torch.exp(-math.log(1000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)

@@ -62,7 +62,7 @@ def _model_options(parser: argparse.ArgumentParser, items: List[str]) -> dict:
         except json.JSONDecodeError:
             options[key] = None
         if options[key] is None:
-            parser.error(f"--model-option {item!r}: use KEY=VALUE with a JSON value, e.g. full_res_channels=16")
+            parser.error(f"--model-option {item!r}: use KEY=VALUE with a JSON value, e.g. codebook_size=1024")
     return options
 
 
@@ -83,7 +83,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--tasks", help="comma list of tasks to train on (default: all three)")
     p.add_argument("--batch-per-task", type=int, help="patches per task in each batch (default 4)")
     p.add_argument("--model-option", action="append", default=[], metavar="KEY=JSON",
-                   help="set a model config field over the preset, e.g. full_res_channels=16 (repeatable)")
+                   help="set a model config field over the preset, e.g. codebook_size=1024 (repeatable)")
     e = sub.add_parser("export", help="write shippable fp16 weights + model card from a finished run")
     e.add_argument("run_dir", type=Path)
     e.add_argument("out", type=Path)

@@ -22,7 +22,7 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
 class TrainConfig:
     model: str = "small"
     variant: str = "full"
-    # Model config fields set over the preset (e.g. {"full_res_channels": 16}), recorded with the run.
+    # Model config fields set over the preset (e.g. {"codebook_size": 1024}), recorded with the run.
     model_overrides: Dict[str, Any] = field(default_factory=dict)
     # The model always has all tasks' embeddings and codebooks; a subset trains (or diagnoses) only those.
     tasks: List[str] = field(default_factory=lambda: list(TASKS))
