@@ -214,6 +214,35 @@ def test_cancelled_download_keeps_nothing(server, weights, tmp_path):
         p.is_file() for p in (hub.repo_cache_folder(catalog.get(), cache) / "blobs").rglob("*"))
 
 
+def test_download_cancelled_mid_transfer_keeps_nothing(server, weights, tmp_path):
+    """Cancel pressed once bytes are arriving: the transfer stops and no file of the model stays."""
+    files = files_of(weights)
+    files["model.safetensors"] = files["model.safetensors"] + b" " * (4 << 20)  # several chunks
+    commit = server.add_repo(REPO, files)
+    served = tmp_path / "served"
+    served.mkdir()
+    for name, data in files.items():
+        (served / name).write_bytes(data)
+    catalog = make_catalog(tmp_path, served, commit)
+    cache = tmp_path / "hf-cache"
+
+    class CancelWhenBytesArrive:
+        cancelled = False
+
+    cancel = CancelWhenBytesArrive()
+    seen = []
+
+    def progress(done, total):
+        seen.append(done)
+        cancel.cancelled = done > 0
+
+    with pytest.raises(hub.DownloadCancelled):
+        hub.download(catalog.get(), cache, server.endpoint, progress=progress, cancel=cancel)
+    assert seen and seen[-1] < catalog.get().size
+    blobs = hub.repo_cache_folder(catalog.get(), cache) / "blobs"
+    assert not blobs.exists() or not any(p.is_file() for p in blobs.rglob("*"))
+
+
 def test_missing_file_repo_and_revision_are_explained(server, weights, tmp_path):
     files = files_of(weights)
     commit = server.add_repo(REPO, {k: v for k, v in files.items() if k != "README.md"})

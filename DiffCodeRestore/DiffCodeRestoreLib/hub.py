@@ -403,7 +403,7 @@ def download(
             progress(entry.size, entry.size)
         return snapshot
     endpoint = hub_endpoint(endpoint)
-    done = 0
+    done, fetched = 0, []
     for index, spec in enumerate(entry.files):
         bar = _progress_bar_class(progress, cancel, show_progress, done, entry.size)
         try:
@@ -421,9 +421,12 @@ def download(
                 )
             )
         except DownloadCancelled:
+            for filename in fetched:  # files completed before Cancel go too: nothing half-done stays
+                _forget_cached_file(snapshot / filename)
             raise
         except Exception as error:  # the client raises many types; each becomes one line
             raise WeightsError(explain_hub_error(error, entry, spec.filename, endpoint)) from None
+        fetched.append(spec.filename)
         if path.stat().st_size != spec.size or sha256_of(path) != spec.sha256:
             _forget_cached_file(snapshot_folder(entry, cache_dir) / spec.filename)
             raise WeightsError(
