@@ -255,3 +255,13 @@ def test_speed_benchmark_volume_run_reports_time_and_memory(tiny_weights):
     assert figures["seconds"] > 0 and figures["peak_gpu_mb"] is None
     assert 0 < figures["rss_before_mb"] <= figures["peak_rss_mb"] < speed.RSS_LIMIT_MB
     assert figures["input_mb"] == 512 * 512 * 2 * 2 / 2 ** 20
+
+
+def test_immerkaer_noise_estimate_recovers_white_noise():
+    from DiffCodeRestoreLib.benchmark.ceiling import immerkaer_sigma
+
+    rng = np.random.default_rng(0)
+    flat = 100 + rng.normal(0, 3.0, (256, 256))
+    assert abs(immerkaer_sigma(flat) - 3.0) < 0.1
+    ramp = np.add.outer(np.arange(256.0), np.arange(256.0))  # smooth structure: no noise
+    assert immerkaer_sigma(ramp) < 1e-9

@@ -80,6 +80,20 @@ def test_more_counts_less_noise():
     assert (hq_low - hq_low2)[brain].std() > 1.5 * (hq_high - hq_high2)[brain].std()
 
 
+def test_noise_free_reconstruction_is_the_same_draw_free_ceiling():
+    """The noiseless reconstruction leaves HQ and LQ as they were, and HQ lies much nearer to it than LQ."""
+    gm, wm, mask = _tissues()
+    activity = pet.activity_from_tissues(gm, wm, mask, PIXEL_MM, 0, lesions=0)
+    mu = pet.attenuation_from_tissues(mask, PIXEL_MM)
+    (hq, lq), (hq1, lq1, clean1), (_, _, clean2) = (
+        pet.simulate_pair(activity, mu, PIXEL_MM, 3e5, 1 / 12, seed, noise_free=flag)
+        for seed, flag in ((1, False), (1, True), (2, True)))
+    assert np.array_equal(hq, hq1) and np.array_equal(lq, lq1)  # the same draws with or without it
+    assert np.array_equal(clean1, clean2)  # no counting noise: the seed does not matter
+    inside = mask > 0
+    assert np.mean((hq - clean1)[inside] ** 2) < 0.2 * np.mean((lq - clean1)[inside] ** 2)
+
+
 def test_deterministic_under_seed_and_single_slice():
     activity, (hq, lq) = _pair(seed=5)
     _, (hq2, lq2) = _pair(seed=5)

@@ -297,27 +297,33 @@ def _mni_anatomy(params: dict, cache: Optional[Path]) -> Tuple[_Anatomy, Spacing
 
 
 def _pet_pairs(anatomy: _Anatomy, picks: np.ndarray, spacing: Spacing2D, full_counts: float,
-               dose_fraction: float, iterations: int, seed: int) -> Tuple[np.ndarray, np.ndarray, Dict[str, list]]:
+               dose_fraction: float, iterations: int, seed: int, noise_free: bool = False
+               ) -> Tuple[np.ndarray, np.ndarray, Dict[str, list]]:
+    """HQ, LQ and their description; with ``noise_free`` the info also holds the noiseless
+    reconstruction (array, not for the manifest) under "noise_free"."""
     rng = np.random.default_rng(seed)
     brain = anatomy.brain[picks]
     regions = None if anatomy.regions is None else anatomy.regions[picks]
     activity = pet.activity_from_tissues(anatomy.gm[picks], anatomy.wm[picks], brain, spacing, _seed(rng), regions)
     mu = pet.attenuation_from_tissues(brain, spacing)
-    hq, lq = pet.simulate_pair(activity, mu, spacing, full_counts, dose_fraction, _seed(rng), iterations=iterations)
+    hq, lq, *clean = pet.simulate_pair(activity, mu, spacing, full_counts, dose_fraction, _seed(rng),
+                                       iterations=iterations, noise_free=noise_free)
     inside = brain > 0.5
     info = {"slice_index": picks.tolist(), "activity_mean": [float(a[m].mean()) for a, m in zip(activity, inside)],
             "hq_mean": [float(h[m].mean()) for h, m in zip(hq, inside)],
             "lq_mean": [float(l[m].mean()) for l, m in zip(lq, inside)],
             "lq_noise_rel": _relative_error(hq, lq, inside)}
+    if noise_free:
+        info["noise_free"] = clean[0]
     return hq, lq, info
 
 
-def _pet_test(params: dict, cache: Optional[Path]) -> Iterator[Case]:
+def _pet_test(params: dict, cache: Optional[Path], noise_free: bool = False) -> Iterator[Case]:
     _require(params["volume"], cache)
     anatomy, spacing = _itk_anatomy(params, cache)
     picks = spread(occupied(anatomy.brain > 0.5, keep=0.3), params["slices"])
     hq, lq, info = _pet_pairs(anatomy, picks, spacing, params["full_counts"], params["dose_fraction"],
-                              params["iterations"], params["seed"])
+                              params["iterations"], params["seed"], noise_free)
     yield Case(params["volume"], hq, lq, spacing, np.full(len(hq), params["dose_fraction"], np.float32), info)
 
 
@@ -339,6 +345,12 @@ _RECIPES: Dict[Tuple[str, str], Callable[[dict, Optional[Path]], Iterator[Case]]
     ("ct-denoise", "test"): _ct_test, ("ct-denoise", "train"): _ct_train,
     ("pet-synthesis", "test"): _pet_test, ("pet-synthesis", "train"): _pet_train,
 }
+
+
+def pet_test_noise_free(cache: Optional[Path] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """The PET test split's HQ slices and, from the same draws, their noiseless reconstruction."""
+    case = next(_pet_test(parameters("pet-synthesis", "test"), cache, noise_free=True))
+    return case.hq, case.info["noise_free"]
 
 
 def make_cases(task: str, split: str, params: dict, cache: Optional[Path] = None) -> Iterator[Case]:

@@ -142,8 +142,11 @@ def mlem(counts: torch.Tensor, attenuation: torch.Tensor, angles: torch.Tensor, 
 
 def simulate_pair(activity: np.ndarray, mu: np.ndarray, spacing_mm: radon.Spacing, full_counts: float,
                   dose_fraction: float, seed: Optional[int], iterations: int = 20, psf_fwhm_mm: float = 4.5,
-                  postfilter_sigma_px: float = 1.0, n_views: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
-    """(HQ, LQ) reconstructions (float32, same shape and units as ``activity``).
+                  postfilter_sigma_px: float = 1.0, n_views: Optional[int] = None,
+                  noise_free: bool = False) -> Tuple[np.ndarray, ...]:
+    """(HQ, LQ) reconstructions (float32, same shape and units as ``activity``); with ``noise_free``
+    also the same reconstruction of the expected (noiseless) full-dose counts, third: what HQ would be
+    without counting noise, the ceiling of any restoration scored against HQ.
 
     activity: SUV-like (H, W) or (N, H, W); mu: 1/mm, same shape; spacing_mm: square pixels.
     full_counts: true counts per slice at full dose (headline 3e6 for a 2 mm brain slice).
@@ -182,10 +185,11 @@ def simulate_pair(activity: np.ndarray, mu: np.ndarray, spacing_mm: radon.Spacin
     low = rng.binomial(full, dose_fraction)
 
     images = []
-    for counts, fraction in ((full, 1.0), (low, dose_fraction)):
+    reconstructions = [(full, 1.0), (low, dose_fraction)] + ([(ideal * scale[:, None, None], 1.0)] if noise_free else [])
+    for counts, fraction in reconstructions:
         estimate = mlem(torch.from_numpy(counts).float(), attenuation, angles, size, pixel_mm, int(iterations))
         filtered = gaussian_blur(estimate, postfilter_sigma_px).double().numpy()
         calibration = np.where(scale > 0, 1.0 / (np.where(scale > 0, scale, 1.0) * fraction), 0.0)
         image = (filtered * calibration[:, None, None])[(Ellipsis,) + window]
         images.append(image.reshape(np.shape(activity)).astype(np.float32))
-    return images[0], images[1]
+    return tuple(images)

@@ -1,0 +1,87 @@
+"""How much of each test task's error any restoration could remove (a command, not a test).
+
+    python -m DiffCodeRestoreLib.benchmark.ceiling [--out FILE.md]
+
+Why: when a model gains little over the input, the question is whether the reference itself is
+noisy (then nothing can gain much) or the method falls short. PET: the simulator reconstructs the
+test slices' expected, noiseless counts with the same MLEM; its score against HQ is the ceiling.
+MRI: the HQ noise level by Immerkaer's estimator (edges inflate it, so the noise share is an upper
+bound); noise beyond the kept k-space band cannot be predicted, so 15/16 of its variance stays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from ..data.recipes import pet_test_noise_free
+from ..data.slices import load_cases
+from ..metrics import slice_scores
+from .speed import table
+
+IMMERKAER = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float64)
+
+
+def immerkaer_sigma(image: np.ndarray) -> float:
+    """Gaussian noise standard deviation of a slice (Immerkaer 1996)."""
+    response = np.abs(ndimage.convolve(np.asarray(image, np.float64), IMMERKAER))[1:-1, 1:-1]
+    return float(np.sqrt(np.pi / 2) * response.mean() / 6)
+
+
+def _mean_scores(restored: np.ndarray, reference: np.ndarray, task: str) -> List[str]:
+    scores = [slice_scores(r, h, task) for r, h in zip(restored, reference)]
+    return [f"{np.mean([s.psnr for s in scores]):.2f}", f"{np.mean([s.ssim for s in scores]):.4f}"]
+
+
+def pet_rows() -> List[List[str]]:
+    case = load_cases("pet-synthesis", "test")[0]
+    hq, clean = pet_test_noise_free()
+    if not np.array_equal(hq, case.hq):
+        raise RuntimeError("the PET test split on disk differs from its recipe: run `make dataset` first")
+    return [["input (1/12 dose)", *_mean_scores(case.lq, hq, "pet-synthesis")],
+            ["noiseless reconstruction (ceiling)", *_mean_scores(clean, hq, "pet-synthesis")]]
+
+
+def mri_rows() -> List[List[str]]:
+    case = load_cases("mri-sr", "test")[0]
+    rows = []
+    for index, (hq, lq) in enumerate(zip(case.hq.astype(np.float64), case.lq.astype(np.float64))):
+        sigma = immerkaer_sigma(hq)
+        error = float(np.mean((lq - hq) ** 2))
+        unpredictable = 15 / 16 * sigma ** 2
+        span = float(hq.max() - hq.min())
+        rows.append([str(index), f"{sigma:.2f}", f"{error:.1f}", f"{100 * unpredictable / error:.1f} %",
+                     f"{10 * np.log10(span ** 2 / error):.2f}", f"{10 * np.log10(span ** 2 / unpredictable):.2f}"])
+    return rows
+
+
+def run() -> str:
+    return "\n\n".join([
+        "# Restoration ceilings on the test split",
+        "## PET: scores against the full-dose reference (mean over slices)\n\n"
+        + table(["image", "PSNR (dB)", "SSIM"], pet_rows()),
+        "## MRI x4: how much of the input's error is reference noise\n\n"
+        + table(["slice", "HQ noise sigma (Immerkaer)", "input MSE", "noise share of the error (upper bound)",
+                 "input PSNR (dB)", "noise-limited PSNR (dB)"], mri_rows()),
+    ]) + "\n"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m DiffCodeRestoreLib.benchmark.ceiling",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, help="also write the Markdown report here")
+    args = parser.parse_args(argv)
+    report = run()
+    print(report)
+    if args.out:
+        args.out.write_text(report, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
