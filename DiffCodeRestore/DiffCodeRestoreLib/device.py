@@ -19,6 +19,7 @@ import torch
 DEVICES = ("auto", "cuda", "mps", "cpu")
 CPU_PIXELS_PER_CALL = 1 << 19  # input pixels per model call on the CPU: 2 slices of 512 x 512 (cache-friendly)
 DEFAULT_TILE = {"cpu": 1024, "cuda": 1024, "mps": 512}
+GPU_MEMORY_SHARE = 0.6  # of free GPU memory one model call may plan to use (the rest: fragmentation, other work)
 MIN_TILE = 256  # must exceed twice the tile context plus the blend band (pipeline.py)
 
 
@@ -167,14 +168,14 @@ def plan_work(device: torch.device, slice_shape, batch: Optional[int] = None, ti
     if tile is None:
         tile = DEFAULT_TILE.get(device.type, 512)
         if free is not None:
-            fitting = int(math.sqrt(0.6 * free / bytes_per_pixel)) // 32 * 32
+            fitting = int(math.sqrt(GPU_MEMORY_SHARE * free / bytes_per_pixel)) // 32 * 32
             tile = max(MIN_TILE, min(tile, fitting))
     tile = int(tile)
     rows, cols = min(slice_shape[0], tile), min(slice_shape[1], tile)
     pixels = max(1, rows * cols)
     if batch is None:
         if free is not None:
-            batch = int(0.6 * free / (bytes_per_pixel * pixels))
+            batch = int(GPU_MEMORY_SHARE * free / (bytes_per_pixel * pixels))
         else:
             batch = CPU_PIXELS_PER_CALL // pixels
         batch = max(1, min(64, batch))

@@ -428,7 +428,7 @@ def download(
             raise WeightsError(explain_hub_error(error, entry, spec.filename, endpoint)) from None
         fetched.append(spec.filename)
         if path.stat().st_size != spec.size or sha256_of(path) != spec.sha256:
-            _forget_cached_file(snapshot_folder(entry, cache_dir) / spec.filename)
+            _forget_cached_file(snapshot / spec.filename)
             raise WeightsError(
                 f"{spec.filename} from {endpoint}/{entry.repo_id}@{entry.revision[:8]} does not match the catalog's "
                 "SHA-256; it was deleted and not used (a proxy may alter downloads, or the catalog is outdated)."
@@ -436,7 +436,7 @@ def download(
         done += spec.size
         if progress is not None:
             progress(done, entry.size)
-    return snapshot_folder(entry, cache_dir)
+    return snapshot
 
 
 def explain_hub_error(error: BaseException, entry: ModelEntry, filename: str, endpoint: str) -> str:

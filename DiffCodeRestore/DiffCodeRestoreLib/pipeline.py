@@ -23,8 +23,8 @@ How a volume is restored, and why:
   convention: the output covers exactly the input's field of view and overlays it in physical space.
 - **Hardware.** ``device="auto"`` picks CUDA, then MPS, then the CPU; float16 autocast on GPUs and
   bfloat16 on CPUs that have it in hardware (``precision``); channels-last memory layout; batch (and
-  tile, when a whole slice would not fit) from free GPU memory; on out-of-memory the batch, then the tile, shrink, and finally the work moves to
-  the CPU with a message.
+  tile, when a whole slice would not fit) from free GPU memory; on out-of-memory the batch, then the
+  tile, shrink, and finally the work moves to the CPU with a message.
 """
 
 from __future__ import annotations

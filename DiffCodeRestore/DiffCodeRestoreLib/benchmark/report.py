@@ -54,9 +54,13 @@ def _label(method: MethodResult) -> str:
     return method.name + (f" {SLOW_MARK}" if method.slow else "")
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
+def table_lines(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    return "\n".join(table_lines(header, rows))
 
 
 def task_markdown(result: TaskResult) -> str:
@@ -75,19 +79,19 @@ def task_markdown(result: TaskResult) -> str:
             psnr = f"**{psnr}**" if mean["psnr"] == best_psnr else psnr
             ssim = f"**{ssim}**" if mean["ssim"] == best_ssim else ssim
         rows.append([_label(m), m.parameter, psnr, ssim, _fmt(mean["rmse"], 3), f"{mean['seconds']:.3f}", str(mean["n"])])
-    lines += _table(["Method", "Parameter", "PSNR (dB)", "SSIM", f"RMSE ({spec.units})", "s/slice", "Slices"], rows)
+    lines += table_lines(["Method", "Parameter", "PSNR (dB)", "SSIM", f"RMSE ({spec.units})", "s/slice", "Slices"], rows)
     if any(m.slow for m in result.methods):
         lines += ["", f"{SLOW_MARK} Slow method, run on {len(result.subset)} evenly spread slices only. "
                   "Every method on that same subset:", ""]
         sub_rows = [[_label(m), _fmt(mean["psnr"], 2), _fmt(mean["ssim"], 4), _fmt(mean["rmse"], 3)]
                     for m in result.methods for mean in [m.mean(result.subset)]]
-        lines += _table(["Method", "PSNR (dB)", "SSIM", f"RMSE ({spec.units})"], sub_rows)
+        lines += table_lines(["Method", "PSNR (dB)", "SSIM", f"RMSE ({spec.units})"], sub_rows)
     if len(cases) > 1:
         lines += ["", "PSNR (dB) per case:", ""]
         per_case = [[_label(m)] + [_fmt(m.mean([(s.case, s.slice) for s in m.slices if s.case == c])["psnr"], 2)
                                    if any(s.case == c for s in m.slices) else "" for c in cases]
                     for m in result.methods]
-        lines += _table(["Method"] + cases, per_case)
+        lines += table_lines(["Method"] + cases, per_case)
     lines += _margins(result)
     lo, hi = display_window(result.task, result.montage["reference"])
     digits = max(0, 3 - math.floor(math.log10(hi - lo)))
@@ -205,7 +209,7 @@ def _summary_table(results: Sequence[TaskResult], on_subset: bool) -> List[str]:
             complete = len(psnrs) == len(results)
             row += [_fmt(float(np.mean(psnrs)), 2) if complete else "", _fmt(float(np.mean(ssims)), 4) if complete else ""]
         rows.append(row)
-    return _table(header, rows)
+    return table_lines(header, rows)
 
 
 def summary_markdown(results: Sequence[TaskResult], command: str = "") -> str:
@@ -245,7 +249,7 @@ def models_markdown(models: Sequence[ModelFacts]) -> List[str]:
     header = ["Model", "Parameters", "s per 256x256 slice", "s per 512x512 slice"] + [f"codes used, {t}" for t in tasks]
     return ["", "Models: size, speed in this run (best of 3, one slice per call, after a warm-up) and the share of the "
             "task's codebook retrieved over its test slices (a shared codebook counts each task's share of the one "
-            "book):", ""] + _table(header, rows)
+            "book):", ""] + table_lines(header, rows)
 
 
 def write_reports(results: Sequence[TaskResult], out_dir: Path, command: str = "",

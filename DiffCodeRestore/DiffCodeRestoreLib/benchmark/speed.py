@@ -29,6 +29,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..pipeline import DiffCodePipeline  # first: it sets the OpenMP wait policy before torch loads
+from .report import markdown_table as table  # noqa: E402
 
 CT_TASK = "ct-denoise"
 SCALING_COUNTS = (1, 4, 16, 48)
@@ -273,12 +274,6 @@ def command_line_rows(weights: str, device: str, workdir: Path) -> List[List[str
 
 # ----------------------------------------------------------------------------------------------------
 # Report
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> str:

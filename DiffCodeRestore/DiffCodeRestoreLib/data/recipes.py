@@ -298,9 +298,8 @@ def _mni_anatomy(params: dict, cache: Optional[Path]) -> Tuple[_Anatomy, Spacing
 
 def _pet_pairs(anatomy: _Anatomy, picks: np.ndarray, spacing: Spacing2D, full_counts: float,
                dose_fraction: float, iterations: int, seed: int, noise_free: bool = False
-               ) -> Tuple[np.ndarray, np.ndarray, Dict[str, list]]:
-    """HQ, LQ and their description; with ``noise_free`` the info also holds the noiseless
-    reconstruction (array, not for the manifest) under "noise_free"."""
+               ) -> Tuple[np.ndarray, np.ndarray, Dict[str, list], Optional[np.ndarray]]:
+    """HQ, LQ, their description and, with ``noise_free``, the noiseless reconstruction (else None)."""
     rng = np.random.default_rng(seed)
     brain = anatomy.brain[picks]
     regions = None if anatomy.regions is None else anatomy.regions[picks]
@@ -313,17 +312,21 @@ def _pet_pairs(anatomy: _Anatomy, picks: np.ndarray, spacing: Spacing2D, full_co
             "hq_mean": [float(h[m].mean()) for h, m in zip(hq, inside)],
             "lq_mean": [float(l[m].mean()) for l, m in zip(lq, inside)],
             "lq_noise_rel": _relative_error(hq, lq, inside)}
-    if noise_free:
-        info["noise_free"] = clean[0]
-    return hq, lq, info
+    return hq, lq, info, (clean[0] if noise_free else None)
 
 
-def _pet_test(params: dict, cache: Optional[Path], noise_free: bool = False) -> Iterator[Case]:
+def _pet_test_pairs(params: dict, cache: Optional[Path], noise_free: bool = False):
+    """``_pet_pairs`` of the test slices, and their spacing: one place draws them, for the split and its ceiling."""
     _require(params["volume"], cache)
     anatomy, spacing = _itk_anatomy(params, cache)
     picks = spread(occupied(anatomy.brain > 0.5, keep=0.3), params["slices"])
-    hq, lq, info = _pet_pairs(anatomy, picks, spacing, params["full_counts"], params["dose_fraction"],
-                              params["iterations"], params["seed"], noise_free)
+    hq, lq, info, clean = _pet_pairs(anatomy, picks, spacing, params["full_counts"], params["dose_fraction"],
+                                     params["iterations"], params["seed"], noise_free)
+    return hq, lq, info, clean, spacing
+
+
+def _pet_test(params: dict, cache: Optional[Path]) -> Iterator[Case]:
+    hq, lq, info, _, spacing = _pet_test_pairs(params, cache)
     yield Case(params["volume"], hq, lq, spacing, np.full(len(hq), params["dose_fraction"], np.float32), info)
 
 
@@ -335,7 +338,8 @@ def _pet_train(params: dict, cache: Optional[Path]) -> Iterator[Case]:
     doses = _stratified_log(rng, params["dose_fraction"], params["cases"])
     for number, (full_counts, dose_fraction) in enumerate(zip(counts.tolist(), doses.tolist())):
         picks = np.sort(rng.choice(candidates, params["slices_per_case"], replace=False))
-        hq, lq, info = _pet_pairs(anatomy, picks, spacing, full_counts, dose_fraction, params["iterations"], _seed(rng))
+        hq, lq, info, _ = _pet_pairs(anatomy, picks, spacing, full_counts, dose_fraction, params["iterations"],
+                                     _seed(rng))
         info.update(full_counts=full_counts, dose_fraction=dose_fraction)
         yield Case(f"mni152-{number:02d}", hq, lq, spacing, np.full(len(hq), dose_fraction, np.float32), info)
 
@@ -349,8 +353,8 @@ _RECIPES: Dict[Tuple[str, str], Callable[[dict, Optional[Path]], Iterator[Case]]
 
 def pet_test_noise_free(cache: Optional[Path] = None) -> Tuple[np.ndarray, np.ndarray]:
     """The PET test split's HQ slices and, from the same draws, their noiseless reconstruction."""
-    case = next(_pet_test(parameters("pet-synthesis", "test"), cache, noise_free=True))
-    return case.hq, case.info["noise_free"]
+    hq, _, _, clean, _ = _pet_test_pairs(parameters("pet-synthesis", "test"), cache, noise_free=True)
+    return hq, clean
 
 
 def make_cases(task: str, split: str, params: dict, cache: Optional[Path] = None) -> Iterator[Case]:

@@ -185,7 +185,9 @@ def simulate_pair(activity: np.ndarray, mu: np.ndarray, spacing_mm: radon.Spacin
     low = rng.binomial(full, dose_fraction)
 
     images = []
-    reconstructions = [(full, 1.0), (low, dose_fraction)] + ([(ideal * scale[:, None, None], 1.0)] if noise_free else [])
+    reconstructions = [(full, 1.0), (low, dose_fraction)]
+    if noise_free:
+        reconstructions.append((ideal * scale[:, None, None], 1.0))
     for counts, fraction in reconstructions:
         estimate = mlem(torch.from_numpy(counts).float(), attenuation, angles, size, pixel_mm, int(iterations))
         filtered = gaussian_blur(estimate, postfilter_sigma_px).double().numpy()

@@ -58,10 +58,8 @@ def _model_options(parser: argparse.ArgumentParser, items: List[str]) -> dict:
     for item in items:
         key, sep, value = item.partition("=")
         try:
-            options[key] = json.loads(value) if sep else None
-        except json.JSONDecodeError:
-            options[key] = None
-        if options[key] is None:
+            options[key] = json.loads(value if sep else "")  # no "=": an empty value, refused like bad JSON
+        except ValueError:
             parser.error(f"--model-option {item!r}: use KEY=VALUE with a JSON value, e.g. codebook_size=1024")
     return options
 
