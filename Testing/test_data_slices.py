@@ -113,6 +113,18 @@ def test_pet_training_uses_the_mni_anatomy_over_dose_range(cache, quick_pet_trai
         assert np.allclose(case.level, entry["dose_fraction"])
 
 
+def test_pet_training_anatomy_draws_are_at_the_test_level(monkeypatch):
+    """The ceiling's second anatomy: the template's maps at the test's counts and dose, HQ nearer the
+    noiseless image than LQ, and the same draws for the same seed."""
+    params = dict(recipes.PARAMETERS[("pet-synthesis", "test")], iterations=4)
+    monkeypatch.setitem(recipes.PARAMETERS, ("pet-synthesis", "test"), params)
+    hq, lq, clean, spacing = recipes.pet_training_anatomy_draws(slices=2)
+    assert hq.shape == lq.shape == clean.shape == (2, 128, 128) and np.allclose(spacing, 2.0, atol=0.02)
+    inside = clean > 0.5
+    assert np.mean((hq - clean)[inside] ** 2) < 0.2 * np.mean((lq - clean)[inside] ** 2)  # 1/12 of the counts
+    np.testing.assert_array_equal(recipes.pet_training_anatomy_draws(slices=2)[1], lq)
+
+
 def test_split_is_by_volume(cache, quick_pet_training, small_ct_training):
     for task in TRAINING_VOLUMES:  # the same small recipes as above: these builds are cached
         build(task, "train", cache=cache, limit={"mri-sr": 2, "ct-denoise": 3, "pet-synthesis": 1}[task], **QUIET)

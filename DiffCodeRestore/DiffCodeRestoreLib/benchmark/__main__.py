@@ -18,7 +18,7 @@ from ..errors import WeightsError
 from ..tasks import TASKS
 from .baselines import BASELINES, make_baselines
 from .harness import BenchCase, TaskResult, run_task, spread
-from .methods import DiffCodeMethod, Method
+from .methods import DiffCodeMethod, Method, parse_models
 from .report import ModelFacts, write_reports
 
 DEFAULT_MODEL = "diffcode"
@@ -32,18 +32,6 @@ def default_weights() -> Tuple[Optional[Path], str]:
         return resolve(None).folder, ""
     except WeightsError as error:
         return None, str(error)
-
-
-def parse_models(specs: Sequence[str]) -> Dict[str, Path]:
-    models = {}
-    for spec in specs:
-        name, sep, folder = spec.partition("=")
-        if not sep or not name or not folder:
-            raise ValueError(f"--model takes NAME=FOLDER, got {spec!r}.")
-        if name in BASELINES or name in models:
-            raise ValueError(f"--model name {name!r} is already taken: pick another.")
-        models[name] = Path(folder)
-    return models
 
 
 def resolve_methods(spec: str, models: Dict[str, Path], device: str, steps: Optional[int] = None) -> List[Method]:
