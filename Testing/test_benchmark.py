@@ -265,3 +265,15 @@ def test_immerkaer_noise_estimate_recovers_white_noise():
     assert abs(immerkaer_sigma(flat) - 3.0) < 0.1
     ramp = np.add.outer(np.arange(256.0), np.arange(256.0))  # smooth structure: no noise
     assert immerkaer_sigma(ramp) < 1e-9
+
+
+def test_oracle_wiener_filter_beats_the_input_and_keeps_a_noiseless_image():
+    from DiffCodeRestoreLib.benchmark.ceiling import oracle_wiener
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:64, :64]
+    clean = np.stack([np.where((yy - 32) ** 2 + (xx - 30) ** 2 < 300, 8.0, 2.0)]).astype(np.float32)
+    noisy = clean + rng.normal(0, 1.0, clean.shape).astype(np.float32)
+    filtered = oracle_wiener(noisy, clean)
+    assert np.mean((filtered - clean) ** 2) < 0.3 * np.mean((noisy - clean) ** 2)
+    np.testing.assert_allclose(oracle_wiener(clean, clean), clean, atol=1e-4)  # no noise: nothing to remove

@@ -94,28 +94,3 @@ def test_tiny_training_loss_falls_and_resumes(tmp_path):
     assert steps[-6:] == [40, 41, 42, 43, 44, 45]
     saved = torch.load(tmp_path / "stage2.ckpt", weights_only=True)
     assert saved["step"] == 45 and saved["finished"]
-
-
-def test_task_balanced_loss_weighs_tasks_by_their_input_error():
-    from DiffCodeRestoreLib.training.losses import TaskBalancedLoss, image_loss
-
-    target = torch.zeros(4, 1, 16, 16)
-    source = torch.cat([torch.full((2, 1, 16, 16), 0.1), torch.full((2, 1, 16, 16), 0.01)])  # task 0 10x worse
-    task = torch.tensor([0, 0, 2, 2])
-    balance = TaskBalancedLoss(ssim_weight=0.0)
-    weights = balance.weights(source, target, task)
-    assert weights[2] == pytest.approx(10 * weights[0]) and sum(weights.values()) == pytest.approx(2.0)
-    pred = source * 0.5  # halves each task's error: after balancing both tasks count alike
-    loss = TaskBalancedLoss(ssim_weight=0.0)(pred, target, source, task)
-    assert loss.item() == pytest.approx(weights[0] * 0.05 + weights[2] * 0.005)
-    assert weights[0] * 0.05 == pytest.approx(weights[2] * 0.005)  # the same relative gain counts the same
-    assert image_loss(pred[:2], target[:2], 0.0) == pytest.approx(10 * image_loss(pred[2:], target[2:], 0.0))
-
-
-def test_task_balanced_training_keeps_its_running_errors_across_a_resume(tmp_path):
-    torch.manual_seed(0)
-    tc = TrainConfig.preset("tiny", stage2_iters=4, variant="no-prior", task_balance=True)
-    train_stage2(tc, FixedBatch(_sampler()), None, tmp_path, RunLog(tmp_path / "log.jsonl"), torch.device("cpu"),
-                 progress=False)
-    saved = torch.load(tmp_path / "stage2.ckpt", weights_only=True)["state"]
-    assert sorted(saved) == [0, 1, 2] and all(v > 0 for v in saved.values())

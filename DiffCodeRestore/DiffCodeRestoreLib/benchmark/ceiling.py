@@ -6,7 +6,8 @@ Why: when a model gains little over the input, the question is whether the refer
 noisy (then nothing can gain much) or the method falls short. PET: the simulator reconstructs the
 test slices' expected, noiseless counts with the same MLEM; its score against HQ is the ceiling.
 The noiseless image blurred by a small Gaussian shows how much structure lies at the noise's scale
-(what any smoothing denoiser gives up), and fresh draws on the training anatomy at the same dose
+(what any smoothing denoiser gives up); an oracle Wiener filter (built from the true signal and noise
+spectra) is the best any linear filter can do; and fresh draws on the training anatomy at the same dose
 show how much of a model's shortfall is the test anatomy being unlike its training images.
 MRI: the HQ noise level by Immerkaer's estimator (edges inflate it, so the noise share is an upper
 bound); noise beyond the kept k-space band cannot be predicted, so 15/16 of its variance stays.
@@ -46,6 +47,24 @@ def _blurred(images: np.ndarray, sigma_px: float) -> np.ndarray:
     return np.stack([ndimage.gaussian_filter(image, sigma_px) for image in images])
 
 
+def _radial_mean(power: np.ndarray) -> np.ndarray:
+    """A 2D power spectrum averaged over rings of equal spatial frequency."""
+    fy, fx = np.meshgrid(np.fft.fftfreq(power.shape[0]), np.fft.fftfreq(power.shape[1]), indexing="ij")
+    ring = np.round(np.hypot(fy, fx) * max(power.shape)).astype(int)
+    return (np.bincount(ring.ravel(), power.ravel()) / np.bincount(ring.ravel()))[ring]
+
+
+def oracle_wiener(lq: np.ndarray, clean: np.ndarray) -> np.ndarray:
+    """Per slice, the Wiener filter built from the radial power spectra of the noiseless image and of
+    the actual noise: the best shift-invariant linear filter there is, with knowledge no filter has."""
+    out = []
+    for noisy, truth in zip(lq.astype(np.float64), clean.astype(np.float64)):
+        signal = _radial_mean(np.abs(np.fft.fft2(truth)) ** 2)
+        noise = _radial_mean(np.abs(np.fft.fft2(noisy - truth)) ** 2)
+        out.append(np.real(np.fft.ifft2(np.fft.fft2(noisy) * signal / np.maximum(signal + noise, 1e-30))))
+    return np.stack(out).astype(np.float32)
+
+
 def pet_rows(models: Dict[str, Path]) -> List[List[str]]:
     """Scores against HQ on the test split and on fresh draws of the training anatomy (same dose)."""
     case = load_cases("pet-synthesis", "test")[0]
@@ -56,6 +75,7 @@ def pet_rows(models: Dict[str, Path]) -> List[List[str]]:
     draws = [(case.lq, hq, clean, case.spacing), (train_lq, train_hq, train_clean, spacing)]
     images = {"input (1/12 dose)": [lq for lq, *_ in draws],
               "noiseless reconstruction (ceiling)": [c for _, _, c, _ in draws]}
+    images["oracle Wiener filter of the input (radial spectra)"] = [oracle_wiener(lq, c) for lq, _, c, _ in draws]
     for sigma in (0.5, 1.0):
         images[f"noiseless reconstruction, Gaussian sigma {sigma:g} px"] = [_blurred(c, sigma) for _, _, c, _ in draws]
     for name, folder in models.items():

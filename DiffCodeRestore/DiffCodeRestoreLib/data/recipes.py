@@ -10,9 +10,7 @@ from clinical 20 to averaged-scan 400 (so a model learns to keep real texture, w
 must recover is not buried under noise it cannot predict: at SNR 15-80 the model only learnt 2 % of
 the MRI error) and varied contrast; CT dose aimed at 10-150 HU of added
 soft-tissue noise (the public test slices measure 55-150 HU at the headline dose); PET full counts
-over an order of magnitude around 3e6 and dose 1/20-1/4 (``hard_class_probability`` > 0 makes that share of
-the PET cases take hard tissue classes of a noisy T1 instead of the template's smooth maps, as the test
-anatomy is; 0 in the shipped recipe, a measured diagnostic so far). A case is a batch of slices that share one
+over an order of magnitude around 3e6 and dose 1/20-1/4. A case is a batch of slices that share one
 grid (and, for PET, one dose: the simulator takes one count level per call); each slice carries its
 own degradation level and measured noise.
 """
@@ -55,8 +53,7 @@ PARAMETERS: Dict[Tuple[str, str], dict] = {
                                 "dose_fraction": 1 / 12, "iterations": 20, "slices": 14, "seed": 300},
     ("pet-synthesis", "train"): {
         "cases": 6, "slices_per_case": 10, "pixel_mm": 2.0, "size_px": 128, "full_counts": [1e6, 1e7],
-        "dose_fraction": [1 / 20, 1 / 4], "iterations": 20, "hard_class_probability": 0.0,
-        "class_noise": [0.2, 0.5], "seed": 301,
+        "dose_fraction": [1 / 20, 1 / 4], "iterations": 20, "seed": 301,
     },
 }
 
@@ -288,30 +285,15 @@ def _itk_anatomy(params: dict, cache: Optional[Path]) -> Tuple[_Anatomy, Spacing
     return _Anatomy(grid["gm"], grid["wm"], _fill_holes(grid["brain"] > 0.5), None), exact
 
 
-def _mni_anatomy(params: dict, cache: Optional[Path]) -> Tuple[_Anatomy, Spacing2D, np.ndarray]:
-    """The template's tissue maps on the PET grid, and its T1 there (for hard-class variants)."""
+def _mni_anatomy(params: dict, cache: Optional[Path]) -> Tuple[_Anatomy, Spacing2D]:
     t1 = load_volume("mni152_t1", cache)
     stacks = {name: plane_stack(load_volume(f"mni152_{name}", cache))[0] for name in ("gm", "wm")}
-    stacks["t1"] = plane_stack(t1)[0]
     stacks["brain"], spacing = plane_stack(load_volume("mni152_mask", cache))
     if "aal" in used_volumes("pet-synthesis", "train", cache):
         aal = sitk.Resample(load_volume("aal", cache), t1, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
         stacks["regions"] = plane_stack(aal)[0]
     grid, exact = _on_grid(stacks, spacing, params, labels=("regions",))
-    anatomy = _Anatomy(grid["gm"], grid["wm"], _fill_holes(grid["brain"] > 0.5), grid.get("regions"))
-    return anatomy, exact, grid["t1"]
-
-
-def _hard_classes(anatomy: _Anatomy, t1: np.ndarray, noise: float, rng: np.random.Generator) -> _Anatomy:
-    """Grey/white matter as hard classes of the T1 plus Gaussian noise (``noise`` x the GM-WM contrast),
-    each pixel to the nearest class mean, as a k-means segmentation of a real scan labels it (the PET
-    test anatomy is one: isolated grey-matter pixels, blocky edges)."""
-    inside = anatomy.brain > 0.5
-    means = np.array([np.median(t1[inside & (p > 0.9)]) for p in (1 - anatomy.gm - anatomy.wm, anatomy.gm, anatomy.wm)])
-    noisy = t1 + rng.normal(0.0, noise * abs(means[2] - means[1]), t1.shape).astype(np.float32)
-    label = np.argmin(np.abs(noisy[..., None] - means), axis=-1)
-    gm, wm = ((label == k) & inside for k in (1, 2))
-    return _Anatomy(gm.astype(np.float32), wm.astype(np.float32), anatomy.brain, anatomy.regions)
+    return _Anatomy(grid["gm"], grid["wm"], _fill_holes(grid["brain"] > 0.5), grid.get("regions")), exact
 
 
 def _pet_pairs(anatomy: _Anatomy, picks: np.ndarray, spacing: Spacing2D, full_counts: float,
@@ -350,19 +332,15 @@ def _pet_test(params: dict, cache: Optional[Path]) -> Iterator[Case]:
 
 def _pet_train(params: dict, cache: Optional[Path]) -> Iterator[Case]:
     rng = np.random.default_rng(params["seed"])
-    smooth, spacing, t1 = _mni_anatomy(params, cache)
-    candidates = occupied(smooth.brain > 0.5, keep=0.3)
+    anatomy, spacing = _mni_anatomy(params, cache)
+    candidates = occupied(anatomy.brain > 0.5, keep=0.3)
     counts = _stratified_log(rng, params["full_counts"], params["cases"])  # a Latin hypercube
     doses = _stratified_log(rng, params["dose_fraction"], params["cases"])
     for number, (full_counts, dose_fraction) in enumerate(zip(counts.tolist(), doses.tolist())):
         picks = np.sort(rng.choice(candidates, params["slices_per_case"], replace=False))
-        anatomy, class_noise = smooth, None
-        if params["hard_class_probability"] > 0 and rng.uniform() < params["hard_class_probability"]:
-            class_noise = float(rng.uniform(*params["class_noise"]))
-            anatomy = _hard_classes(smooth, t1, class_noise, rng)
         hq, lq, info, _ = _pet_pairs(anatomy, picks, spacing, full_counts, dose_fraction, params["iterations"],
                                      _seed(rng))
-        info.update(full_counts=full_counts, dose_fraction=dose_fraction, class_noise=class_noise)
+        info.update(full_counts=full_counts, dose_fraction=dose_fraction)
         yield Case(f"mni152-{number:02d}", hq, lq, spacing, np.full(len(hq), dose_fraction, np.float32), info)
 
 
@@ -384,7 +362,7 @@ def pet_training_anatomy_draws(slices: int = 12, seed: int = 302, cache: Optiona
     """HQ, LQ and noiseless reconstruction of fresh draws on the PET *training* anatomy at the test's
     headline level: a model's scores there beside the test split's tell its anatomy gap from the rest."""
     test = parameters("pet-synthesis", "test")
-    anatomy, spacing, _ = _mni_anatomy(parameters("pet-synthesis", "train"), cache)
+    anatomy, spacing = _mni_anatomy(parameters("pet-synthesis", "train"), cache)
     picks = spread(occupied(anatomy.brain > 0.5, keep=0.3), slices)
     hq, lq, _, clean = _pet_pairs(anatomy, picks, spacing, test["full_counts"], test["dose_fraction"],
                                   test["iterations"], seed, noise_free=True)

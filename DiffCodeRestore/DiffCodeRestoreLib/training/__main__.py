@@ -80,8 +80,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--seed", type=int)
     p.add_argument("--tasks", help="comma list of tasks to train on (default: all three)")
     p.add_argument("--batch-per-task", type=int, help="patches per task in each batch (default 4)")
-    p.add_argument("--task-balance", action="store_true", default=None,
-                   help="stage 2: weigh each task's loss by the inverse of its input error")
     p.add_argument("--model-option", action="append", default=[], metavar="KEY=JSON",
                    help="set a model config field over the preset, e.g. codebook_size=1024 (repeatable)")
     e = sub.add_parser("export", help="write shippable fp16 weights + model card from a finished run")
@@ -96,7 +94,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     tc = TrainConfig.preset(args.config, variant=args.variant, stage1_minutes=args.stage1_minutes,
                             stage2_minutes=args.stage2_minutes, stage1_iters=args.stage1_iters,
                             stage2_iters=args.stage2_iters, seed=args.seed, batch_per_task=args.batch_per_task,
-                            tasks=args.tasks.split(",") if args.tasks else None, task_balance=args.task_balance,
+                            tasks=args.tasks.split(",") if args.tasks else None,
                             model_overrides=_model_options(parser, args.model_option) or None)
     from ..data import cache_dir
 

@@ -37,9 +37,6 @@ class TrainConfig:
     stage2_minutes: float = 600.0
     codebook_warmup: int = 150  # stage-1 iterations before k-means initialisation of the codebooks
     latent_weight: float = 1.0
-    # Stage 2: weigh each task's image loss by the inverse of its input's error (running mean), so a task
-    # whose degradation is small in network units (PET) pulls as hard as CT noise.
-    task_balance: bool = False
     ssim_weight: float = 0.2
     ema_decay: float = 0.998
     checkpoint_minutes: float = 3.0

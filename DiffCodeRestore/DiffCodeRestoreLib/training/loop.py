@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ..models import DiffCodeModel, HQAutoencoder
 from .config import TrainConfig
-from .losses import TaskBalancedLoss, image_loss
+from .losses import image_loss
 from .patches import PatchSampler
 
 
@@ -54,11 +54,8 @@ class _Stage:
     """Shared loop mechanics: budget, LR schedule, checkpoint/resume, logging, progress."""
 
     def __init__(self, name: str, tc: TrainConfig, iters: int, minutes: float, run_dir: Path,
-                 modules: Dict[str, torch.nn.Module], params, log: RunLog, progress: bool,
-                 state: Optional[Dict] = None):
-        """``state``: a plain dict the stage keeps across a resume (updated in place on load)."""
+                 modules: Dict[str, torch.nn.Module], params, log: RunLog, progress: bool):
         self.name, self.tc, self.iters, self.minutes = name, tc, iters, minutes
-        self.state = {} if state is None else state
         self.modules, self.log, self.progress = modules, log, progress
         self.opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=1e-4)
         self.path = run_dir / f"{name}.ckpt"
@@ -70,16 +67,15 @@ class _Stage:
             self.opt.load_state_dict(state["opt"])
             self.step, self.elapsed = state["step"], state["elapsed"]
             torch.set_rng_state(state["torch_rng"])
-            self.state.update(state.get("state", {}))
 
     @property
     def done(self) -> bool:
         return self.step >= self.iters or self.elapsed >= self.minutes * 60
 
-    def save(self) -> None:
+    def save(self, extra: Optional[Dict] = None) -> None:
         _save_checkpoint(self.path, {"modules": {k: m.state_dict() for k, m in self.modules.items()},
                                      "opt": self.opt.state_dict(), "step": self.step, "elapsed": self.elapsed,
-                                     "torch_rng": torch.get_rng_state(), "finished": self.done, "state": self.state})
+                                     "torch_rng": torch.get_rng_state(), "finished": self.done, **(extra or {})})
 
     def run(self, train_step: Callable[[int], Dict[str, float]]) -> None:
         from tqdm import tqdm
@@ -158,9 +154,8 @@ def train_stage2(tc: TrainConfig, sampler: PatchSampler, stage1: Optional[HQAuto
         stage1.requires_grad_(False)
     ema = copy.deepcopy(model).requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
-    balanced_loss = TaskBalancedLoss(tc.ssim_weight)
     stage = _Stage("stage2", tc, tc.stage2_iters, tc.stage2_minutes, run_dir, {"model": model, "ema": ema}, params,
-                   log, progress, state=balanced_loss.input_error)
+                   log, progress)
     gen = torch.Generator(device=device).manual_seed(tc.seed + stage.step)
 
     def step(i: int) -> Dict[str, float]:
@@ -171,9 +166,9 @@ def train_stage2(tc: TrainConfig, sampler: PatchSampler, stage1: Optional[HQAuto
                                torch.rand(task.shape[0], device=device))
         out = model(lq, task, steps=model.config.diffusion_timesteps, fidelity=fidelity, generator=gen)
         pred, target = model.to_network_units(out["image"], task), model.to_network_units(hq, task)
-        source = model.to_network_units(lq, task)
-        loss = balanced_loss(pred, target, source, task) if tc.task_balance else image_loss(pred, target, tc.ssim_weight)
-        metrics: Dict[str, float] = {"l1": F.l1_loss(pred, target).item(), "input_l1": F.l1_loss(source, target).item()}
+        loss = image_loss(pred, target, tc.ssim_weight)
+        metrics: Dict[str, float] = {"l1": F.l1_loss(pred, target).item(),
+                                     "input_l1": F.l1_loss(model.to_network_units(lq, task), target).item()}
         if stage1 is not None:
             with torch.no_grad():
                 z_hq = stage1.encode(hq, task)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Dict
-
 import torch
 import torch.nn.functional as F
 
@@ -35,27 +33,3 @@ def image_loss(pred: torch.Tensor, target: torch.Tensor, ssim_weight: float) -> 
     if ssim_weight > 0:
         loss = loss + ssim_weight * (1 - ssim(pred, target))
     return loss
-
-
-class TaskBalancedLoss:
-    """Each task's image loss divided by its input's error (a running mean of L1(LQ, HQ) per task), the
-    weights scaled to mean 1: a task whose degradation is small in network units (PET noise) then pulls
-    on the shared network as hard as one whose degradation is large (CT noise)."""
-
-    def __init__(self, ssim_weight: float, momentum: float = 0.99):
-        self.ssim_weight, self.momentum = ssim_weight, momentum
-        self.input_error: Dict[int, float] = {}
-
-    def weights(self, source: torch.Tensor, target: torch.Tensor, task: torch.Tensor) -> Dict[int, float]:
-        for index in task.unique().tolist():
-            rows = task == index
-            error = F.l1_loss(source[rows], target[rows]).item()
-            previous = self.input_error.get(index)
-            self.input_error[index] = error if previous is None else self.momentum * previous + (1 - self.momentum) * error
-        present = {index: 1.0 / max(self.input_error[index], 1e-6) for index in task.unique().tolist()}
-        scale = len(present) / sum(present.values())
-        return {index: weight * scale for index, weight in present.items()}
-
-    def __call__(self, pred: torch.Tensor, target: torch.Tensor, source: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
-        return sum(weight * image_loss(pred[task == index], target[task == index], self.ssim_weight)
-                   for index, weight in self.weights(source, target, task).items())
