@@ -7,7 +7,7 @@ noisy (then nothing can gain much) or the method falls short. PET: the simulator
 test slices' expected, noiseless counts with the same MLEM; its score against HQ is the ceiling.
 The noiseless image blurred by a small Gaussian shows how much structure lies at the noise's scale
 (what any smoothing denoiser gives up); an oracle Wiener filter (built from the true signal and noise
-spectra) is the best any linear filter can do; and fresh draws on the training anatomy at the same dose
+spectra) is about the best a shift-invariant linear filter can do; and fresh draws on the training anatomy at the same dose
 show how much of a model's shortfall is the test anatomy being unlike its training images.
 MRI: the HQ noise level by Immerkaer's estimator (edges inflate it, so the noise share is an upper
 bound); noise beyond the kept k-space band cannot be predicted, so 15/16 of its variance stays.
@@ -56,7 +56,7 @@ def _radial_mean(power: np.ndarray) -> np.ndarray:
 
 def oracle_wiener(lq: np.ndarray, clean: np.ndarray) -> np.ndarray:
     """Per slice, the Wiener filter built from the radial power spectra of the noiseless image and of
-    the actual noise: the best shift-invariant linear filter there is, with knowledge no filter has."""
+    the actual noise: about the best a shift-invariant linear filter can do, with knowledge no filter has."""
     out = []
     for noisy, truth in zip(lq.astype(np.float64), clean.astype(np.float64)):
         signal = _radial_mean(np.abs(np.fft.fft2(truth)) ** 2)
