@@ -18,16 +18,19 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 from scipy import ndimage
 
-from ..data.recipes import pet_test_noise_free, pet_training_anatomy_draws
+from ..data.recipes import PetDraws, parameters, pet_test_draws, pet_training_anatomy_draws
 from ..data.slices import load_cases
 from ..metrics import slice_scores
 from .methods import DiffCodeMethod, parse_models
 from .report import markdown_table as table
+
+PET = "pet-synthesis"
+TRAINING_DRAWS = 12  # fresh PET slices on the training anatomy
 
 IMMERKAER = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float64)
 
@@ -65,24 +68,26 @@ def oracle_wiener(lq: np.ndarray, clean: np.ndarray) -> np.ndarray:
     return np.stack(out).astype(np.float32)
 
 
+def _restorer(method: DiffCodeMethod) -> Callable[[PetDraws], np.ndarray]:
+    return lambda draws: np.stack([method.restore(lq, PET, draws.spacing) for lq in draws.lq])
+
+
 def pet_rows(models: Dict[str, Path]) -> List[List[str]]:
     """Scores against HQ on the test split and on fresh draws of the training anatomy (same dose)."""
-    case = load_cases("pet-synthesis", "test")[0]
-    hq, clean = pet_test_noise_free()
-    if not np.array_equal(hq, case.hq):
+    test = pet_test_draws()
+    if not np.array_equal(test.hq, load_cases(PET, "test")[0].hq):
         raise RuntimeError("the PET test split on disk differs from its recipe: run `make dataset` first")
-    train_hq, train_lq, train_clean, spacing = pet_training_anatomy_draws()
-    draws = [(case.lq, hq, clean, case.spacing), (train_lq, train_hq, train_clean, spacing)]
-    images = {"input (1/12 dose)": [lq for lq, *_ in draws],
-              "noiseless reconstruction (ceiling)": [c for _, _, c, _ in draws]}
-    images["oracle Wiener filter of the input (radial spectra)"] = [oracle_wiener(lq, c) for lq, _, c, _ in draws]
-    for sigma in (0.5, 1.0):
-        images[f"noiseless reconstruction, Gaussian sigma {sigma:g} px"] = [_blurred(c, sigma) for _, _, c, _ in draws]
-    for name, folder in models.items():
-        method = DiffCodeMethod(folder, name=name)
-        images[name] = [np.stack([method.restore(s, "pet-synthesis", sp) for s in lq]) for lq, _, _, sp in draws]
-    return [[name, *_mean_scores(pair[0], hq, "pet-synthesis"), *_mean_scores(pair[1], train_hq, "pet-synthesis")]
-            for name, pair in images.items()]
+    anatomies = (test, pet_training_anatomy_draws(TRAINING_DRAWS))
+    estimates: Dict[str, Callable[[PetDraws], np.ndarray]] = {
+        "input (1/12 dose)": lambda d: d.lq,
+        "noiseless reconstruction (ceiling)": lambda d: d.clean,
+        "oracle Wiener filter of the input (radial spectra)": lambda d: oracle_wiener(d.lq, d.clean),
+        **{f"noiseless reconstruction, Gaussian sigma {sigma:g} px": (lambda d, sigma=sigma: _blurred(d.clean, sigma))
+           for sigma in (0.5, 1.0)},
+        **{name: _restorer(DiffCodeMethod(folder, name=name)) for name, folder in models.items()},
+    }
+    return [[name, *(score for d in anatomies for score in _mean_scores(estimate(d), d.hq, PET))]
+            for name, estimate in estimates.items()]
 
 
 def mri_rows() -> List[List[str]]:
@@ -99,11 +104,13 @@ def mri_rows() -> List[List[str]]:
 
 
 def run(models: Optional[Dict[str, Path]] = None) -> str:
+    test_level = parameters(PET, "test")
     return "\n\n".join([
         "# Restoration ceilings on the test split",
         "## PET: scores against the full-dose reference (mean over slices)\n\n"
-        "Test split (the ITK head's tissue classes) beside 12 fresh draws on the training anatomy (the template's "
-        "tissue maps) at the same 3e6 counts and 1/12 dose.\n\n"
+        f"Test split (the ITK head's tissue classes) beside {TRAINING_DRAWS} fresh draws on the training anatomy (the "
+        f"template's tissue maps) at the same {test_level['full_counts']:g} counts and "
+        f"1/{1 / test_level['dose_fraction']:.0f} dose.\n\n"
         + table(["image", "test PSNR (dB)", "test SSIM", "training anatomy PSNR (dB)", "training anatomy SSIM"],
                 pet_rows(models or {})),
         "## MRI x4: how much of the input's error is reference noise\n\n"

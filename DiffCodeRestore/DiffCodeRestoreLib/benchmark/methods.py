@@ -30,7 +30,7 @@ class Method(Protocol):
 
 def parse_models(specs: Sequence[str]) -> Dict[str, Path]:
     """``NAME=FOLDER`` specs of ``--model`` as {name: weights folder}; names must not shadow a baseline."""
-    from .baselines import BASELINES
+    from .baselines import BASELINES  # here: baselines imports this module
 
     models: Dict[str, Path] = {}
     for spec in specs:

@@ -29,7 +29,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..pipeline import DiffCodePipeline  # first: it sets the OpenMP wait policy before torch loads
-from .report import markdown_table as table  # noqa: E402
+from .report import markdown_table as table
 
 CT_TASK = "ct-denoise"
 SCALING_COUNTS = (1, 4, 16, 48)

@@ -21,7 +21,7 @@ import copy
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -315,18 +315,18 @@ def _pet_pairs(anatomy: _Anatomy, picks: np.ndarray, spacing: Spacing2D, full_co
     return hq, lq, info, (clean[0] if noise_free else None)
 
 
-def _pet_test_pairs(params: dict, cache: Optional[Path], noise_free: bool = False):
-    """``_pet_pairs`` of the test slices, and their spacing: one place draws them, for the split and its ceiling."""
-    _require(params["volume"], cache)
-    anatomy, spacing = _itk_anatomy(params, cache)
-    picks = spread(occupied(anatomy.brain > 0.5, keep=0.3), params["slices"])
-    hq, lq, info, clean = _pet_pairs(anatomy, picks, spacing, params["full_counts"], params["dose_fraction"],
-                                     params["iterations"], params["seed"], noise_free)
-    return hq, lq, info, clean, spacing
+def _spread_pairs(anatomy: _Anatomy, spacing: Spacing2D, params: dict, slices: int, seed: int,
+                  noise_free: bool = False) -> Tuple[np.ndarray, np.ndarray, Dict[str, list], Optional[np.ndarray]]:
+    """``_pet_pairs`` of ``slices`` slices spread through the anatomy, at the counts, dose and iterations of ``params``."""
+    picks = spread(occupied(anatomy.brain > 0.5, keep=0.3), slices)
+    return _pet_pairs(anatomy, picks, spacing, params["full_counts"], params["dose_fraction"], params["iterations"],
+                      seed, noise_free)
 
 
 def _pet_test(params: dict, cache: Optional[Path]) -> Iterator[Case]:
-    hq, lq, info, _, spacing = _pet_test_pairs(params, cache)
+    _require(params["volume"], cache)
+    anatomy, spacing = _itk_anatomy(params, cache)
+    hq, lq, info, _ = _spread_pairs(anatomy, spacing, params, params["slices"], params["seed"])
     yield Case(params["volume"], hq, lq, spacing, np.full(len(hq), params["dose_fraction"], np.float32), info)
 
 
@@ -351,22 +351,30 @@ _RECIPES: Dict[Tuple[str, str], Callable[[dict, Optional[Path]], Iterator[Case]]
 }
 
 
-def pet_test_noise_free(cache: Optional[Path] = None) -> Tuple[np.ndarray, np.ndarray]:
-    """The PET test split's HQ slices and, from the same draws, their noiseless reconstruction."""
-    hq, _, _, clean, _ = _pet_test_pairs(parameters("pet-synthesis", "test"), cache, noise_free=True)
-    return hq, clean
+class PetDraws(NamedTuple):
+    """PET slices drawn at one level: HQ, LQ, the noiseless reconstruction of the same draws, the pixel spacing."""
+
+    hq: np.ndarray
+    lq: np.ndarray
+    clean: np.ndarray
+    spacing: Spacing2D
 
 
-def pet_training_anatomy_draws(slices: int = 12, seed: int = 302, cache: Optional[Path] = None
-                               ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, Spacing2D]:
-    """HQ, LQ and noiseless reconstruction of fresh draws on the PET *training* anatomy at the test's
-    headline level: a model's scores there beside the test split's tell its anatomy gap from the rest."""
-    test = parameters("pet-synthesis", "test")
+def pet_test_draws(cache: Optional[Path] = None) -> PetDraws:
+    """The PET test split's slices and, from the same draws, their noiseless reconstruction."""
+    params = parameters("pet-synthesis", "test")
+    _require(params["volume"], cache)
+    anatomy, spacing = _itk_anatomy(params, cache)
+    hq, lq, _, clean = _spread_pairs(anatomy, spacing, params, params["slices"], params["seed"], noise_free=True)
+    return PetDraws(hq, lq, clean, spacing)
+
+
+def pet_training_anatomy_draws(slices: int = 12, seed: int = 302, cache: Optional[Path] = None) -> PetDraws:
+    """Fresh draws on the PET *training* anatomy at the test's headline level: a model's scores there
+    beside the test split's tell its anatomy gap from the rest."""
     anatomy, spacing = _mni_anatomy(parameters("pet-synthesis", "train"), cache)
-    picks = spread(occupied(anatomy.brain > 0.5, keep=0.3), slices)
-    hq, lq, _, clean = _pet_pairs(anatomy, picks, spacing, test["full_counts"], test["dose_fraction"],
-                                  test["iterations"], seed, noise_free=True)
-    return hq, lq, clean, spacing
+    hq, lq, _, clean = _spread_pairs(anatomy, spacing, parameters("pet-synthesis", "test"), slices, seed, noise_free=True)
+    return PetDraws(hq, lq, clean, spacing)
 
 
 def make_cases(task: str, split: str, params: dict, cache: Optional[Path] = None) -> Iterator[Case]:
