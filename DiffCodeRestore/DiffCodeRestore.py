@@ -114,6 +114,7 @@ class DiffCodeRestoreParameterNode:
     seed: Annotated[int, WithinRange(0, 2147483647)] = 0
     uncertaintyMap: bool = False
     samples: Annotated[int, WithinRange(2, 32)] = 4
+    selfEnsemble: bool = False
 
 
 #
@@ -287,7 +288,7 @@ class DiffCodeRestoreLogic(ScriptedLoadableModuleLogic):
         """Restore ``inputVolume`` in a worker process; see the class docstring.
 
         ``options``: ``scale`` (MRI 1, 2, 4), ``steps``, ``fidelity``, ``seed``, ``samples`` (>1 adds an
-        uncertainty map), ``tile_size``. Blocking (default): returns the output node, raises on error
+        uncertainty map), ``self_ensemble`` (average the 8 flips/rotations, 8x the time), ``tile_size``. Blocking (default): returns the output node, raises on error
         (``WorkerError.kind`` says why: input, weights, no_gpu, out_of_memory, cancelled, internal).
         Non-blocking: returns the running ``SlicerJob``; ``completedCallback(job)`` is called when it
         ends, with ``job.outputNode`` or ``job.error`` set.
@@ -649,6 +650,8 @@ class DiffCodeRestoreWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             options["tile_size"] = parameters.tileSize
         if parameters.uncertaintyMap:
             options["samples"] = parameters.samples
+        if parameters.selfEnsemble:
+            options["self_ensemble"] = True
         return options
 
     def setRunning(self, job: Optional[SlicerJob], status: str = "") -> None:

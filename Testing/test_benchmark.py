@@ -206,6 +206,10 @@ def test_model_method_restores_padded_slices_deterministically(tmp_path):
     used = method.code_usage("ct-denoise")
     assert 0 < used <= 1 and method.code_usage("mri-sr") is None  # only what was restored is counted
     assert method.seconds_per_slice(lq, "ct-denoise") > 0 and method.code_usage("ct-denoise") == used
+    ensemble = DiffCodeMethod(tmp_path / "tiny", name="tiny", self_ensemble=True)
+    averaged = ensemble.restore(lq, "ct-denoise", (0.8, 0.8))  # 37 columns: padded, turned, cropped back
+    assert averaged.shape == lq.shape and not np.array_equal(averaged, out)
+    assert "self-ensemble" in ensemble.parameter("ct-denoise") and ensemble.code_usage("ct-denoise") == used
 
 
 def test_model_without_prior_reports_no_code_usage(tmp_path):

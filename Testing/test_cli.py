@@ -73,10 +73,11 @@ def test_restore_nrrd_to_nifti_with_provenance_sidecar(run, tmp_path, tiny_weigh
 def test_restore_to_nrrd_keeps_provenance_in_the_header(run, tmp_path):
     source = write(oblique_image(dtype=np.float32), tmp_path / "pet.mha")
     code, _, err = run("restore", str(source), str(tmp_path / "out.nrrd"), "--task", "pet-synthesis",
-                       "--samples", "2", "--steps", "2", "--fidelity", "0.7")
+                       "--samples", "2", "--steps", "2", "--fidelity", "0.7", "--self-ensemble")
     assert code == 0, err
     meta = read_provenance(sitk.ReadImage(str(tmp_path / "out.nrrd")))
     assert meta["task"] == "pet-synthesis" and meta["options"]["fidelity"] == 0.7 and meta["options"]["samples"] == 2
+    assert meta["options"]["self_ensemble"] is True
     spread = sitk.ReadImage(str(tmp_path / "out_uncertainty.nrrd"))
     assert read_provenance(spread)["map"] == "uncertainty (std)"
     assert sitk.GetArrayFromImage(spread).max() > 0

@@ -137,6 +137,30 @@ def test_samples_give_mean_and_uncertainty(pipe):
     assert result.metadata["options"]["samples"] == 3 and pipe(image, "pet-synthesis").uncertainty is None
 
 
+def test_self_ensemble_restores_each_flip_and_rotation_and_averages(pipe, monkeypatch):
+    image = textured((2, 64, 96))
+    plain = restored(pipe(image, "ct-denoise"))
+    calls = []
+    real_restore = pipe.model.restore
+
+    def spy(x, *args, **kwargs):
+        calls.append(tuple(x.shape[-2:]))
+        return real_restore(x, *args, **kwargs)
+
+    monkeypatch.setattr(pipe.model, "restore", spy)
+    result = pipe(image, "ct-denoise", self_ensemble=True)
+    assert calls == [(64, 96), (96, 64)] * 4  # one batch, 8 views; a quarter turn swaps rows and columns
+    ensembled = restored(result)
+    assert ensembled.shape == plain.shape and not np.array_equal(ensembled, plain)
+    assert result.metadata["options"]["self_ensemble"] is True
+
+
+def test_self_ensemble_is_independent_of_tiling(pipe):
+    large = textured((1, 300, 290))
+    whole = restored(pipe(large, "ct-denoise", self_ensemble=True))
+    np.testing.assert_allclose(restored(pipe(large, "ct-denoise", self_ensemble=True, tile_size=256)), whole, atol=2e-3)
+
+
 def test_progress_reaches_total_and_cancel_stops_within_a_batch(pipe):
     image = textured((6, 64, 64))
     seen = []
@@ -229,7 +253,8 @@ def test_provenance(pipe, tiny_weights):
     meta = pipe(textured((1, 32, 32)), "ct-denoise", steps=2, fidelity=0.5, seed=7).metadata
     assert meta["task"] == "ct-denoise" and meta["model"] == tiny_weights.name
     assert meta["sha256"] == sha256_of(tiny_weights / "model.safetensors")
-    assert meta["options"] == {"scale": 1, "steps": 2, "fidelity": 0.5, "seed": 7, "samples": 1}
+    assert meta["options"] == {"scale": 1, "steps": 2, "fidelity": 0.5, "seed": 7, "samples": 1,
+                               "self_ensemble": False}
     assert meta["version"] == __version__
 
 
@@ -256,6 +281,7 @@ def test_bad_input_is_one_clear_line(pipe, make, message):
     (dict(task="ct-denoise", steps=99), "steps"),
     (dict(task="ct-denoise", samples=0), "samples"),
     (dict(task="ct-denoise", tile_size=100), "tile size"),
+    (dict(task="ct-denoise", self_ensemble="yes"), "self_ensemble must be true or false"),
 ])
 def test_bad_options_are_one_clear_line(pipe, options, message):
     with pytest.raises(ValueError, match=message):

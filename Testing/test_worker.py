@@ -63,7 +63,8 @@ def test_restore_reports_progress_and_writes_a_complete_output(ct_file, tiny_wei
     output = tmp_path / "restored.nrrd"
     checksum = sha256_of(ct_file)
     job, events = run_job(WorkerRequest(input=str(ct_file), output=str(output), task="ct-denoise",
-                                        model=str(tiny_weights), device="cpu", options={"seed": 5}))
+                                        model=str(tiny_weights), device="cpu",
+                                        options={"seed": 5, "self_ensemble": True}))
     try:
         assert job.returncode == 0, job.error_lines
         kinds = [event["event"] for event in events]
@@ -72,6 +73,7 @@ def test_restore_reports_progress_and_writes_a_complete_output(ct_file, tiny_wei
         assert fractions == sorted(fractions) and fractions[-1] == 1.0
         outcome = job.outcome()
         assert outcome["output"] == str(output) and outcome["metadata"]["options"]["seed"] == 5
+        assert outcome["metadata"]["options"]["self_ensemble"] is True
         restored, source = sitk.ReadImage(str(output)), sitk.ReadImage(str(ct_file))
         assert restored.GetSize() == source.GetSize() and restored.GetPixelID() == source.GetPixelID()
         np.testing.assert_allclose(restored.GetDirection(), source.GetDirection(), atol=1e-9)

@@ -14,6 +14,8 @@ How a volume is restored, and why:
 - **Noise.** The diffusion noise of every slice is drawn for the whole slice from a generator seeded
   by (seed, slice, sample) and cropped per tile, so results are reproducible and independent of
   batch and tile sizes (and of the device: the noise is drawn on the CPU).
+- **Self-ensemble** (opt-in): each tile is also restored flipped and rotated by 90 degrees, the 8
+  results turned back and averaged; the noise turns with the image.
 - **Intensities** (``tasks.py``): CT and PET are clipped to the network range and scaled back;
   voxels outside that range (e.g. -3024 HU padding, metal, a hot bladder) keep their input value.
   CT keeps its integer voxel type (rounded, clipped to the type's range); PET and MRI come out
@@ -48,6 +50,7 @@ import torch  # noqa: E402
 from . import __version__
 from . import device as devices
 from .hub import Catalog, ResolvedWeights, resolve
+from .self_ensemble import VIEWS, ensemble_mean
 from .tasks import TaskSpec, denormalize, get_task, intensity_scale, normalize
 from .volume_io import VolumeError, check_volume, image_from_array
 
@@ -233,6 +236,7 @@ class DiffCodePipeline:
         fidelity: Optional[float] = None,
         seed: int = 0,
         samples: int = 1,
+        self_ensemble: bool = False,
         progress: Optional[Progress] = None,
         cancel: Optional[CancelToken] = None,
         spacing: Optional[Sequence[float]] = None,
@@ -245,9 +249,11 @@ class DiffCodePipeline:
 
         ``progress(done, total)`` counts slices (times samples); ``cancel`` stops within one batch
         with ``RestoreCancelled``. A NumPy array is indexed like ``SimpleITK.GetArrayFromImage``
-        with spacing/origin/direction in SimpleITK's (i, j, k) order.
+        with spacing/origin/direction in SimpleITK's (i, j, k) order. ``self_ensemble`` averages the
+        8 flips and 90-degree rotations of every slice (8x the time; see ``self_ensemble.py``).
         """
-        options = self._check_options(get_task(task), scale, steps, fidelity, seed, samples, batch_size, tile_size)
+        options = self._check_options(get_task(task), scale, steps, fidelity, seed, samples, batch_size, tile_size,
+                                      self_ensemble)
         image = _as_image(image, spacing, origin, direction)
         axis = slice_axis(image)
         volume = sitk.GetArrayViewFromImage(image)
@@ -302,7 +308,7 @@ class DiffCodePipeline:
 
     # -- pieces ---------------------------------------------------------------------------------
     def _check_options(self, spec: TaskSpec, scale, steps, fidelity, seed, samples, batch_size,
-                       tile_size) -> "_Options":
+                       tile_size, self_ensemble) -> "_Options":
         config = self.model.config
         if scale not in SR_SCALES:
             raise ValueError(f"scale must be one of {', '.join(map(str, SR_SCALES))}, not {scale!r}.")
@@ -325,7 +331,9 @@ class DiffCodePipeline:
         if tile_size is not None and (int(tile_size) < smallest or int(tile_size) % self.model.size_multiple):
             raise ValueError(f"tile size must be a multiple of {self.model.size_multiple} and at least "
                              f"{smallest}, not {tile_size}.")
-        return _Options(spec, int(scale), steps, fidelity, int(seed), int(samples))
+        if not isinstance(self_ensemble, bool):
+            raise ValueError(f"self_ensemble must be true or false, not {self_ensemble!r}.")
+        return _Options(spec, int(scale), steps, fidelity, int(seed), int(samples), self_ensemble)
 
     def _prepare(self, options: "_Options", source: np.ndarray, offset: float, norm_scale: float) -> np.ndarray:
         """Normalised float32 slices, upsampled for MRI SR, padded (reflection) to the model stride."""
@@ -397,19 +405,24 @@ class DiffCodePipeline:
     def _run_model(self, x: np.ndarray, noise: torch.Tensor, options: "_Options",
                    plan: devices.WorkPlan) -> np.ndarray:
         """One model call; on out-of-memory shrink the plan (then leave the GPU) and retry the batch."""
-        tensor = torch.from_numpy(x).unsqueeze(1).to(plan.device).contiguous(memory_format=torch.channels_last)
+        tensor = torch.from_numpy(x).unsqueeze(1).to(plan.device)
+
+        def restore(view: torch.Tensor, view_noise: Optional[torch.Tensor]) -> torch.Tensor:
+            return self.model.restore(view.contiguous(memory_format=torch.channels_last), options.spec.index,
+                                      steps=options.steps, fidelity=options.fidelity, noise=view_noise)
+
         try:
             calibrate = plan.device.type == "cuda" and self._bytes_per_pixel is None
             if calibrate:
                 torch.cuda.reset_peak_memory_stats(plan.device)
                 before = torch.cuda.memory_allocated(plan.device)
             with devices.autocast(plan.device, self.precision):
-                y = self.model.restore(tensor, options.spec.index, steps=options.steps, fidelity=options.fidelity,
-                                       noise=noise if noise.shape[0] else None)
+                y = ensemble_mean(restore, tensor, noise if noise.shape[0] else None,
+                                  views=VIEWS if options.self_ensemble else 1)
             if calibrate:
                 peak = torch.cuda.max_memory_allocated(plan.device) - before
                 self._bytes_per_pixel = peak / float(x.size)
-            return y[:, 0].float().cpu().numpy()
+            return y[:, 0].cpu().numpy()
         except Exception as error:
             if not devices.is_out_of_memory(error):
                 raise
@@ -443,7 +456,7 @@ class DiffCodePipeline:
             "sha256": self.weights.sha256,
             "weights_source": self.weights.source,
             "options": {"scale": options.scale, "steps": options.steps, "fidelity": options.fidelity,
-                        "seed": options.seed, "samples": options.samples},
+                        "seed": options.seed, "samples": options.samples, "self_ensemble": options.self_ensemble},
             "device": self.device.type,
             "precision": str(self.precision or torch.float32).replace("torch.", ""),
             "created": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
@@ -458,6 +471,7 @@ class _Options:
     fidelity: float
     seed: int
     samples: int
+    self_ensemble: bool
 
 
 def volume_intensity(spec: TaskSpec, volume: np.ndarray) -> Tuple[float, float]:

@@ -41,7 +41,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 EVENT_PREFIX = "DIFFCODE "
 ACTIONS = ("restore", "download", "probe")
-OPTION_NAMES = ("scale", "steps", "fidelity", "seed", "samples", "tile_size")
+OPTION_NAMES = ("scale", "steps", "fidelity", "seed", "samples", "self_ensemble", "tile_size")
 EXIT_OK, EXIT_ERROR, EXIT_BAD_REQUEST, EXIT_CANCELLED = 0, 1, 2, 130
 ERROR_KINDS = ("input", "weights", "no_gpu", "out_of_memory", "cancelled", "internal")
 PACKAGE_PARENT = Path(__file__).resolve().parent.parent  # the folder that holds DiffCodeRestoreLib

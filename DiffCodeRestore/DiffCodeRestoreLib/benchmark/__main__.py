@@ -34,7 +34,8 @@ def default_weights() -> Tuple[Optional[Path], str]:
         return None, str(error)
 
 
-def resolve_methods(spec: str, models: Dict[str, Path], device: str, steps: Optional[int] = None) -> List[Method]:
+def resolve_methods(spec: str, models: Dict[str, Path], device: str, steps: Optional[int] = None,
+                    self_ensemble: bool = False) -> List[Method]:
     """Baseline names, "baselines", "all" (baselines + every model) and model names given with --model.
 
     "diffcode" is the catalog's default model unless --model names it.
@@ -66,7 +67,8 @@ def resolve_methods(spec: str, models: Dict[str, Path], device: str, steps: Opti
     built = {m.name: m for m in baselines}
     for name in names:
         if name in models:
-            built[name] = DiffCodeMethod(models[name], device=device, name=name, steps=steps)
+            built[name] = DiffCodeMethod(models[name], device=device, name=name, steps=steps,
+                                         self_ensemble=self_ensemble)
     return [built[n] for n in names]
 
 
@@ -103,6 +105,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="weights folder to score as method NAME (repeatable; ablations)")
     parser.add_argument("--device", default="cpu", help="torch device for the models")
     parser.add_argument("--steps", type=int, help="diffusion steps for every model (default: each model's own)")
+    parser.add_argument("--self-ensemble", action="store_true",
+                        help="every model averages the 8 flips and 90-degree rotations of each slice (8x the time)")
     parser.add_argument("--max-slices", type=int, default=0, help="at most N evenly spread test slices per task (0: all)")
     parser.add_argument("--bm3d-slices", type=int, default=3, help="slices per task for slow methods (BM3D)")
     parser.add_argument("--tune-slices", type=int, default=0,
@@ -113,7 +117,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if min(args.max_slices, args.bm3d_slices, args.tune_slices) < 0 or args.bm3d_slices == 0:
             raise ValueError("--max-slices and --tune-slices must be >= 0 and --bm3d-slices >= 1.")
         tasks = parse_tasks(args.tasks)
-        methods = resolve_methods(args.methods, parse_models(args.model), args.device, args.steps)
+        methods = resolve_methods(args.methods, parse_models(args.model), args.device, args.steps, args.self_ensemble)
         started = time.perf_counter()
         results = []
         for task in tasks:

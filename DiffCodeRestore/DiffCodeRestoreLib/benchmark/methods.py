@@ -61,7 +61,8 @@ class DiffCodeMethod:
     tasks = tuple(TASKS)
 
     def __init__(self, weights_folder: Union[str, Path], device: str = "cpu", steps: Optional[int] = None,
-                 fidelity: Optional[float] = None, name: str = "diffcode", seed: int = 0, precision: str = "auto"):
+                 fidelity: Optional[float] = None, name: str = "diffcode", seed: int = 0, precision: str = "auto",
+                 self_ensemble: bool = False):
         import torch
 
         from .. import device as devices
@@ -75,11 +76,13 @@ class DiffCodeMethod:
         self.steps = self.model.config.default_steps if steps is None else steps
         self.fidelity = self.model.config.default_fidelity if fidelity is None else fidelity
         self.seed = seed
+        self.self_ensemble = self_ensemble
         self.codes_used: Dict[str, Set[int]] = {}
 
     def parameter(self, task: str) -> str:
         precision = str(self.precision or "float32").replace("torch.", "")
-        return f"steps={self.steps}, w={self.fidelity:g}, {precision}"
+        ensemble = ", flip/rotation self-ensemble" if self.self_ensemble else ""
+        return f"steps={self.steps}, w={self.fidelity:g}, {precision}{ensemble}"
 
     @property
     def parameter_count(self) -> int:
@@ -114,6 +117,7 @@ class DiffCodeMethod:
         import torch
 
         from .. import device as devices
+        from ..self_ensemble import VIEWS, ensemble_mean
 
         spec = get_task(task)
         offset, scale = intensity_scale(task, lq)
@@ -123,9 +127,16 @@ class DiffCodeMethod:
         padded = np.pad(x, ((0, -height % m), (0, -width % m)), mode="reflect")
         tensor = torch.from_numpy(np.ascontiguousarray(padded))[None, None].to(self.device)
         generator = torch.Generator(device=self.device).manual_seed(self.seed)
-        with torch.inference_mode(), devices.autocast(self.device, self.precision):
+        codes = []  # the plain view's code indices first
+
+        def restore(view, _noise):
             image, indices = self.model.restore_with_codes(
-                tensor.contiguous(memory_format=torch.channels_last), spec.index, steps=self.steps,
+                view.contiguous(memory_format=torch.channels_last), spec.index, steps=self.steps,
                 fidelity=self.fidelity, generator=generator)
-        restored = image[0, 0, :height, :width].float().cpu().numpy()
-        return denormalize(task, restored, offset, scale), indices
+            codes.append(indices)
+            return image
+
+        with torch.inference_mode(), devices.autocast(self.device, self.precision):
+            image = ensemble_mean(restore, tensor, views=VIEWS if self.self_ensemble else 1)
+        restored = image[0, 0, :height, :width].cpu().numpy()
+        return denormalize(task, restored, offset, scale), codes[0]

@@ -210,6 +210,8 @@ def profile_rows(pipe, slices: int = 2) -> List[List[str]]:
         rows.append([f"... OMP_WAIT_POLICY={policy} (fresh process)", done.stdout.split()[-1]])
     pipe(image[:, :, :1], CT_TASK)
     rows.append(["whole pipeline (same slices)", f"{timed(lambda: pipe(image, CT_TASK), repeat=2) / slices:.3f}"])
+    rows.append(["... with the flip/rotation self-ensemble",
+                 f"{timed(lambda: pipe(image, CT_TASK, self_ensemble=True)) / slices:.3f}"])
     return rows
 
 
