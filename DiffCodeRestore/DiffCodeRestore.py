@@ -288,7 +288,8 @@ class DiffCodeRestoreLogic(ScriptedLoadableModuleLogic):
         """Restore ``inputVolume`` in a worker process; see the class docstring.
 
         ``options``: ``scale`` (MRI 1, 2, 4), ``steps``, ``fidelity``, ``seed``, ``samples`` (>1 adds an
-        uncertainty map), ``self_ensemble`` (average the 8 flips/rotations, 8x the time), ``tile_size``. Blocking (default): returns the output node, raises on error
+        uncertainty map), ``self_ensemble`` (average the 8 flips/rotations, 8x the time), ``tile_size``.
+        Blocking (default): returns the output node, raises on error
         (``WorkerError.kind`` says why: input, weights, no_gpu, out_of_memory, cancelled, internal).
         Non-blocking: returns the running ``SlicerJob``; ``completedCallback(job)`` is called when it
         ends, with ``job.outputNode`` or ``job.error`` set.

@@ -18,12 +18,13 @@ def view(x: torch.Tensor, k: int) -> torch.Tensor:
     """The k-th of the 8 dihedral views of the last two axes (k = 0 is the identity)."""
     if not 0 <= k < VIEWS:
         raise ValueError(f"view index must be in [0, {VIEWS}), got {k}")
-    return torch.rot90(x.flip(-1) if k >= 4 else x, k % 4, dims=(-2, -1))
+    x = x.flip(-1) if k >= 4 else x
+    return torch.rot90(x, k % 4, dims=(-2, -1)) if k % 4 else x  # rot90 copies even for no turn
 
 
 def unview(y: torch.Tensor, k: int) -> torch.Tensor:
     """Inverse of ``view``: ``unview(view(x, k), k) == x``."""
-    y = torch.rot90(y, -(k % 4), dims=(-2, -1))
+    y = torch.rot90(y, -(k % 4), dims=(-2, -1)) if k % 4 else y
     return y.flip(-1) if k >= 4 else y
 
 

@@ -54,7 +54,8 @@ class DiffCodeMethod:
 
     The input is normalised with ``tasks.normalize``, padded by reflection to the model's size
     multiple, restored under ``torch.inference_mode()`` with a fixed seed, in the pipeline's precision
-    and memory layout, cropped and mapped back to original units. The codes it retrieves are counted
+    and memory layout (with ``self_ensemble``, averaged over flips and rotations: ``self_ensemble.py``),
+    cropped and mapped back to original units. The codes it retrieves (in the unturned view) are counted
     per task (codebook usage on the test split).
     """
 

@@ -323,10 +323,15 @@ def _spread_pairs(anatomy: _Anatomy, spacing: Spacing2D, params: dict, slices: i
                       seed, noise_free)
 
 
-def _pet_test(params: dict, cache: Optional[Path]) -> Iterator[Case]:
+def _pet_test_pairs(params: dict, cache: Optional[Path], noise_free: bool = False):
+    """``_spread_pairs`` of the test anatomy, and its spacing: the split and its ceiling draw the same slices."""
     _require(params["volume"], cache)
     anatomy, spacing = _itk_anatomy(params, cache)
-    hq, lq, info, _ = _spread_pairs(anatomy, spacing, params, params["slices"], params["seed"])
+    return _spread_pairs(anatomy, spacing, params, params["slices"], params["seed"], noise_free), spacing
+
+
+def _pet_test(params: dict, cache: Optional[Path]) -> Iterator[Case]:
+    (hq, lq, info, _), spacing = _pet_test_pairs(params, cache)
     yield Case(params["volume"], hq, lq, spacing, np.full(len(hq), params["dose_fraction"], np.float32), info)
 
 
@@ -362,10 +367,7 @@ class PetDraws(NamedTuple):
 
 def pet_test_draws(cache: Optional[Path] = None) -> PetDraws:
     """The PET test split's slices and, from the same draws, their noiseless reconstruction."""
-    params = parameters("pet-synthesis", "test")
-    _require(params["volume"], cache)
-    anatomy, spacing = _itk_anatomy(params, cache)
-    hq, lq, _, clean = _spread_pairs(anatomy, spacing, params, params["slices"], params["seed"], noise_free=True)
+    (hq, lq, _, clean), spacing = _pet_test_pairs(parameters("pet-synthesis", "test"), cache, noise_free=True)
     return PetDraws(hq, lq, clean, spacing)
 
 
