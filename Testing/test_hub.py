@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -23,9 +24,10 @@ PYTHON = sys.executable
 
 @pytest.fixture(scope="module")
 def weights(tiny_weights, tmp_path_factory) -> Path:
-    """The tiny model's files plus a model card, as published."""
+    """The tiny model's files plus a model card, as published (no checksums.sha256: the Hub has its own)."""
     folder = tmp_path_factory.mktemp("published") / "tiny"
     shutil.copytree(tiny_weights, folder)
+    (folder / hub.MANIFEST_NAME).unlink(missing_ok=True)
     (folder / "README.md").write_text("---\nlicense: apache-2.0\n---\n# tiny test model\n")
     return folder
 
@@ -80,6 +82,7 @@ def test_catalog_entry_command_writes_checksums(weights, tmp_path):
     catalog_path = tmp_path / "Resources" / "Models.json"
     bundled = tmp_path / "Resources" / "Weights" / "tiny"
     shutil.copytree(weights, bundled)
+    hub.write_manifest(bundled)  # an exported folder carries one; it is not a file of the model
     run = subprocess.run([PYTHON, "-m", "DiffCodeRestoreLib.hub", "catalog-entry", str(bundled), "--name", "tiny",
                           "--repo-id", REPO, "--catalog", str(catalog_path), "--update"],
                          capture_output=True, text=True, timeout=60)
@@ -281,7 +284,7 @@ def test_damaged_bundled_copy_is_not_used(server, weights, tmp_path):
     assert resolved.source == "hub"  # the damaged bundled file was skipped, the Hub copy verified
     server.stop()
     shutil.rmtree(tmp_path / "cache")
-    with pytest.raises(WeightsError, match=r"bundled copy is damaged \(model.safetensors sha256 mismatch\)"):
+    with pytest.raises(WeightsError, match=r"bundled copy is damaged \(model.safetensors: sha256 mismatch\)"):
         hub.resolve(None, catalog, tmp_path / "cache", server.endpoint)
 
 
@@ -309,11 +312,18 @@ def test_damaged_cache_file_is_deleted_and_replaced(server, weights, tmp_path):
     folder = hub.resolve(None, catalog, cache, server.endpoint).folder
     blob = (folder / "model.safetensors").resolve()
     blob.write_bytes(b"\0" * blob.stat().st_size)  # bit rot in the cache
-    resolved = hub.resolve(None, catalog, cache, server.endpoint)
+    said = []
+    resolved = hub.resolve(None, catalog, cache, server.endpoint, message=said.append)
     assert resolved.source == "hub" and hub.check_files(resolved.folder, catalog.get())["model.safetensors"] == "ok"
+    assert said == ["the cached copy of tiny was damaged (model.safetensors: sha256 mismatch) and was removed; "
+                    "downloading it again."]
 
 
 def test_publish_uploads_and_returns_the_commit_to_pin(server, weights, tmp_path):
+    from huggingface_hub.hf_api import CommitInfo
+
+    if "_endpoint" not in {f.name for f in dataclasses.fields(CommitInfo)}:
+        pytest.skip("this huggingface_hub reads a commit URL as huggingface.co's only: it cannot publish elsewhere")
     run = subprocess.run([PYTHON, "-m", "DiffCodeRestoreLib.hub", "publish", str(weights), "--repo-id", REPO,
                           "--endpoint", server.endpoint], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
@@ -411,3 +421,398 @@ def test_proxy_refusal_is_one_line(weights, tmp_path):
     finally:
         proxy.shutdown()
         proxy.server_close()
+
+
+# ----------------------------------------------------------------------------------------------------
+# A weights folder of one's own: the checksum manifest (checksums.sha256)
+
+
+def flip_one_bit(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_manifest_command_writes_sha256sum_format_and_loading_refuses_a_flipped_bit(weights, tmp_path):
+    folder = tmp_path / "mine"
+    shutil.copytree(weights, folder)
+    run = subprocess.run([PYTHON, "-m", "DiffCodeRestoreLib.hub", "manifest", str(folder)], capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    manifest = folder / hub.MANIFEST_NAME
+    assert Path(run.stdout.strip()) == manifest
+    assert manifest.read_text() == "".join(f"{hub.sha256_of(folder / name)}  {name}\n"
+                                           for name in ("README.md", "config.json", "model.safetensors"))
+    if shutil.which("sha256sum"):  # users can check it with the standard tool
+        assert subprocess.run(["sha256sum", "--quiet", "-c", hub.MANIFEST_NAME], cwd=folder).returncode == 0
+    said = []
+    resolved = hub.resolve(folder, message=said.append)
+    assert resolved.verified and resolved.source == "folder" and not said
+    assert resolved.sha256 == hub.sha256_of(folder / "model.safetensors")
+
+    flip_one_bit(folder / "model.safetensors")
+    with pytest.raises(WeightsError) as error:
+        hub.resolve(folder, message=said.append)
+    text = str(error.value)
+    assert "\n" not in text and "model.safetensors is damaged" in text and "copy the weights folder again" in text
+    (folder / "config.json").unlink()
+    (folder / "config.json").mkdir()  # not a file any more: "missing", whatever the manifest says
+    with pytest.raises(WeightsError, match="not a weights folder"):
+        hub.resolve(folder)
+
+
+def test_folder_without_manifest_loads_with_a_visible_unverified_warning(weights, tmp_path):
+    folder = tmp_path / "mine"
+    shutil.copytree(weights, folder)
+    said = []
+    resolved = hub.resolve(folder, message=said.append)
+    assert not resolved.verified and resolved.sha256 == hub.sha256_of(folder / "model.safetensors")
+    assert len(said) == 1 and said[0].startswith(f"unverified weights: {folder} has no checksums.sha256")
+    assert f"python -m DiffCodeRestoreLib.hub manifest {folder}" in said[0]
+    with pytest.warns(hub.WeightsWarning, match="unverified weights"):  # no callback: never silent
+        assert not hub.resolve(folder).verified
+
+
+@pytest.mark.parametrize("line, pattern", [
+    ("{digest}  ../model.safetensors", "line 1 is not"),
+    ("{digest}  sub/model.safetensors", "line 1 is not"),
+    ("not-a-digest  model.safetensors", "line 1 is not"),
+    ("{digest}  config.json", "does not list model.safetensors"),
+])
+def test_manifest_that_names_other_places_or_misses_the_weights_is_refused(weights, tmp_path, line, pattern):
+    folder = tmp_path / "mine"
+    shutil.copytree(weights, folder)
+    (folder / hub.MANIFEST_NAME).write_text(line.format(digest=hub.sha256_of(folder / "config.json")) + "\n")
+    with pytest.raises(WeightsError, match=pattern) as error:
+        hub.resolve(folder)
+    assert "\n" not in str(error.value) and "hub manifest" in str(error.value)
+
+
+def small_volume(path: Path) -> Path:
+    import numpy as np
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(np.random.default_rng(0).normal(40, 120, (2, 16, 16)).astype(np.int16))
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def test_restore_with_a_damaged_weights_folder_writes_nothing(weights, tmp_path, capsys):
+    from DiffCodeRestoreLib.cli import main
+
+    folder = tmp_path / "mine"
+    shutil.copytree(weights, folder)
+    hub.write_manifest(folder)
+    flip_one_bit(folder / "model.safetensors")
+    source, target = small_volume(tmp_path / "in.nrrd"), tmp_path / "out.nrrd"
+    code = main(["restore", str(source), str(target), "--task", "ct-denoise", "--model", str(folder), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "model.safetensors is damaged" in err and not target.exists()
+
+
+def test_restore_with_an_unmanifested_folder_says_unverified(weights, tmp_path, capsys):
+    from DiffCodeRestoreLib.cli import main
+
+    folder = tmp_path / "mine"
+    shutil.copytree(weights, folder)
+    source, target = small_volume(tmp_path / "in.nrrd"), tmp_path / "out.nrrd"
+    code = main(["restore", str(source), str(target), "--task", "ct-denoise", "--model", str(folder), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 0 and target.is_file(), err
+    assert "unverified weights" in err
+
+
+def test_training_export_writes_a_manifest_that_loading_checks(weights, tmp_path):
+    from DiffCodeRestoreLib.training.__main__ import main as training_main
+    from DiffCodeRestoreLib.training.config import TrainConfig
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(weights, run_dir / "final")
+    (run_dir / "train_config.json").write_text(json.dumps(TrainConfig.preset("tiny").to_dict()))
+    (run_dir / "log.jsonl").write_text("")
+    out = tmp_path / "exported"
+    assert training_main(["export", str(run_dir), str(out)]) == 0
+    listed = hub.verify_folder(out)
+    assert set(listed) == {"README.md", "config.json", "model.safetensors"}
+    assert hub.resolve(out).verified
+    if shutil.which("sha256sum"):
+        assert subprocess.run(["sha256sum", "--quiet", "-c", hub.MANIFEST_NAME], cwd=out).returncode == 0
+    flip_one_bit(out / "model.safetensors")
+    with pytest.raises(WeightsError, match="model.safetensors is damaged"):
+        hub.resolve(out)
+
+    hub.write_manifest(run_dir / "final")  # a run's final folder carries one too (train() saves it so)
+    flip_one_bit(run_dir / "final" / "model.safetensors")
+    with pytest.raises(WeightsError, match="model.safetensors is damaged"):  # not exported under a fresh manifest
+        training_main(["export", str(run_dir), str(tmp_path / "again")])
+    assert not (tmp_path / "again" / hub.MANIFEST_NAME).exists()
+
+
+# ----------------------------------------------------------------------------------------------------
+# A damaged copy: say what happened, and advice that works
+
+
+def damage_cached(catalog: Catalog, cache: Path, filename: str = "model.safetensors") -> Path:
+    path = (hub.snapshot_folder(catalog.get(), cache) / filename).resolve()
+    flip_one_bit(path)
+    return path
+
+
+def test_damaged_cache_copy_is_reported_and_the_bundled_copy_used(weights, tmp_path):
+    catalog = make_catalog(tmp_path, weights, "e" * 40, bundled=True, published=False)
+    cache = tmp_path / "cache"
+    hub.import_weights(weights, catalog, cache)
+    damage_cached(catalog, cache)
+    said = []
+    resolved = hub.resolve(None, catalog, cache, closed_port_endpoint(), message=said.append)
+    assert resolved.source == "bundled"
+    assert said == ["the cached copy of tiny was damaged (model.safetensors: sha256 mismatch) and was removed; "
+                    "using the bundled copy."]
+    assert not (hub.snapshot_folder(catalog.get(), cache) / "model.safetensors").exists()
+
+
+def weights_cli(capsys, *args):
+    from DiffCodeRestoreLib.cli import main
+
+    code = main(["weights", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def cli_env(monkeypatch, tmp_path):
+    """Point the in-process CLI at a test catalog and cache; returns a function taking the catalog."""
+
+    def use(catalog: Catalog, endpoint: str = "") -> Path:
+        cache = tmp_path / "cli-cache"
+        monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+        monkeypatch.setenv("DIFFCODE_CATALOG", str(catalog.path))
+        monkeypatch.setenv("HF_ENDPOINT", endpoint or closed_port_endpoint())
+        monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        return cache
+
+    return use
+
+
+def test_published_model_damaged_in_the_cache_list_and_verify_give_advice_that_works(
+        server, weights, tmp_path, capsys, cli_env):
+    commit = server.add_repo(REPO, files_of(weights))
+    catalog = make_catalog(tmp_path, weights, commit)
+    cache = cli_env(catalog, server.endpoint)
+    assert weights_cli(capsys, "download")[0] == 0
+    damage_cached(catalog, cache)
+
+    code, out, _ = weights_cli(capsys, "list")
+    row = next(line for line in out.splitlines() if line.startswith("tiny (default)"))
+    assert code == 0 and "damaged" in row and "cached" not in row
+    assert ("tiny: the cached copy is damaged (model.safetensors: sha256 mismatch): run `diffcode-restore weights "
+            "clear tiny`, then `diffcode-restore weights download tiny`.") in out
+
+    code, out, err = weights_cli(capsys, "verify")
+    assert code == 1 and "cache: model.safetensors: sha256 mismatch" in out and len(err.strip().splitlines()) == 1
+    assert "run `diffcode-restore weights clear tiny`, then `diffcode-restore weights download tiny`" in err
+    assert weights_cli(capsys, "clear", "tiny")[0] == 0  # follow the advice
+    assert weights_cli(capsys, "download", "tiny")[0] == 0
+    code, out, err = weights_cli(capsys, "verify")
+    assert code == 0 and out.count(": ok") == 3, err
+    code, out, _ = weights_cli(capsys, "list")
+    assert " cached " in out and "damaged" not in out
+
+
+def test_unpublished_model_damaged_in_the_cache_is_cleared_and_the_bundled_copy_used(weights, tmp_path, capsys,
+                                                                                       cli_env):
+    catalog = make_catalog(tmp_path, weights, "e" * 40, bundled=True, published=False)
+    cache = cli_env(catalog)
+    assert weights_cli(capsys, "import", str(weights))[0] == 0
+    damage_cached(catalog, cache)
+    code, out, err = weights_cli(capsys, "verify")
+    assert code == 1 and "weights download" not in err  # it is not on the Hub: downloading cannot work
+    assert "run `diffcode-restore weights clear tiny`; the bundled copy is then used" in err
+    code, out, _ = weights_cli(capsys, "list")
+    assert "weights clear tiny`; the bundled copy is then used" in out
+    assert weights_cli(capsys, "clear", "tiny")[0] == 0
+    code, out, _ = weights_cli(capsys, "path")
+    assert code == 0 and Path(out.strip()) == catalog.bundled_folder(catalog.get())
+    assert weights_cli(capsys, "verify")[0] == 0
+
+
+def test_unpublished_model_without_bundled_copy_damaged_in_the_cache_is_imported_again(weights, tmp_path, capsys,
+                                                                                         cli_env):
+    catalog = make_catalog(tmp_path, weights, "e" * 40, published=False)
+    cache = cli_env(catalog)
+    assert weights_cli(capsys, "import", str(weights))[0] == 0
+    damage_cached(catalog, cache)
+    code, _, err = weights_cli(capsys, "verify")
+    assert code == 1 and "weights download" not in err  # it is not on the Hub: downloading cannot work
+    assert "run `diffcode-restore weights clear tiny`, then `diffcode-restore weights import FILE_OR_FOLDER`" in err
+    assert weights_cli(capsys, "clear", "tiny")[0] == 0
+    assert weights_cli(capsys, "import", str(weights))[0] == 0
+    assert weights_cli(capsys, "verify")[0] == 0
+    assert weights_cli(capsys, "clear", "tiny")[0] == 0  # nothing left: say how to get it, not "download"
+    code, _, err = weights_cli(capsys, "verify")
+    assert code == 1 and "weights import FILE_OR_FOLDER" in err and "weights download" not in err
+
+
+def test_damaged_bundled_copy_advice_is_reinstall_or_import(weights, tmp_path, capsys, cli_env):
+    catalog = make_catalog(tmp_path, weights, "e" * 40, bundled=True, published=False)
+    cli_env(catalog)
+    flip_one_bit(catalog.bundled_folder(catalog.get()) / "model.safetensors")
+    code, out, _ = weights_cli(capsys, "list")
+    assert "damaged" in out and "tiny: the bundled copy is damaged (model.safetensors: sha256 mismatch)" in out
+    code, out, err = weights_cli(capsys, "verify")
+    assert code == 1 and "bundled: model.safetensors: sha256 mismatch" in out
+    assert "reinstall the DiffCode Restore extension" in err and "weights import FILE_OR_FOLDER" in err
+    assert "weights download" not in err and len(err.strip().splitlines()) == 1
+    assert weights_cli(capsys, "import", str(weights))[0] == 0  # follow the advice: the cache comes first
+    code, out, _ = weights_cli(capsys, "path")
+    assert code == 0 and Path(out.strip()) == hub.snapshot_folder(catalog.get())
+
+
+# ----------------------------------------------------------------------------------------------------
+# huggingface_hub 2.x's shared store: blobs/<etag> may link to <cache>/blobs/<xx>/<xet hash>, shared by repos
+
+
+def share_through_store(cache: Path, repo_folder: Path, revision: str, filename: str, other_repo: str = "") -> Path:
+    """Give ``filename`` the layout huggingface_hub 2.x makes for an Xet file, with the library's own helpers:
+    the repo's ``blobs/<etag>`` becomes a link to a store entry outside the repo folder; with ``other_repo``, a
+    second cached repository links the same entry (as dedup across repos does). Returns the store entry."""
+    shared = pytest.importorskip("huggingface_hub.utils._shared_blobs")
+    pointer = repo_folder / "snapshots" / revision / filename
+    blob = Path(os.path.abspath(pointer.parent / os.readlink(pointer)))
+    size = blob.stat().st_size
+    xet_hash = hashlib.sha256(b"xet:" + blob.read_bytes()).hexdigest()
+    assert shared.publish_blob_to_shared_store(blob_path=str(blob), xet_hash=xet_hash, cache_dir=cache,
+                                               expected_size=size)
+    store = shared.shared_blob_path(cache, xet_hash)
+    assert blob.is_symlink() and store.is_file() and repo_folder not in store.parents
+    if other_repo:
+        other = cache / ("models--" + other_repo.replace("/", "--"))
+        other_blob = other / "blobs" / blob.name
+        other_blob.parent.mkdir(parents=True, exist_ok=True)
+        assert shared.try_link_from_shared_store(blob_path=str(other_blob), xet_hash=xet_hash, cache_dir=cache,
+                                                 expected_size=size)
+        other_pointer = other / "snapshots" / ("f" * 40) / filename
+        other_pointer.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.relpath(other_blob, other_pointer.parent), other_pointer)
+    return store
+
+
+@pytest.mark.parametrize("scannable", [True, False], ids=["scanned", "repo the library cannot scan"])
+@pytest.mark.parametrize("layout", ["shared store", "link to a file elsewhere"])
+def test_removing_a_damaged_cached_file_never_deletes_what_its_blob_links_to(server, weights, tmp_path, layout,
+                                                                            scannable):
+    commit = server.add_repo(REPO, files_of(weights))
+    catalog = make_catalog(tmp_path, weights, commit)
+    cache = tmp_path / "cache"
+    repo_folder = hub.download(catalog.get(), cache, server.endpoint).parent.parent
+    if layout == "link to a file elsewhere":
+        blob = Path(os.path.abspath(repo_folder / "snapshots" / commit / os.readlink(
+            repo_folder / "snapshots" / commit / "model.safetensors")))
+        outside = tmp_path / "elsewhere" / "payload"
+        outside.parent.mkdir()
+        shutil.move(str(blob), str(outside))
+        os.symlink(outside, blob)
+    else:
+        outside = share_through_store(cache, repo_folder, commit, "model.safetensors", other_repo="someone/else")
+    if not scannable:  # then only our own fallback removes it: it must be as careful
+        (repo_folder / "refs").mkdir(exist_ok=True)
+        (repo_folder / "refs" / "stale").write_text("0" * 40)  # a ref to a missing commit: scan_cache_dir skips it
+    os.chmod(outside, 0o644)
+    flip_one_bit(outside)  # damaged: our copy must go, but the entry itself is not ours to delete
+    before = outside.read_bytes()
+
+    said = []
+    resolved = hub.resolve(None, catalog, cache, server.endpoint, message=said.append)
+    assert outside.is_file() and outside.read_bytes() == before
+    if layout == "shared store":  # the other repository still finds its file
+        other = cache / "models--someone--else" / "snapshots" / ("f" * 40) / "model.safetensors"
+        assert other.resolve() == outside.resolve() and other.read_bytes() == before
+    assert resolved.source == "hub" and hub.check_files(resolved.folder, catalog.get())["model.safetensors"] == "ok"
+    pointer = resolved.folder / "model.safetensors"
+    assert outside.resolve() != pointer.resolve()  # our copy is new, not the damaged entry linked again
+    assert said and "was removed; downloading it again" in said[0]
+
+
+def test_clear_removes_store_entries_only_this_model_used(server, weights, tmp_path):
+    commit = server.add_repo(REPO, files_of(weights))
+    catalog = make_catalog(tmp_path, weights, commit)
+    cache = tmp_path / "cache"
+    repo_folder = hub.download(catalog.get(), cache, server.endpoint).parent.parent
+    ours_only = share_through_store(cache, repo_folder, commit, "config.json")
+    shared = share_through_store(cache, repo_folder, commit, "model.safetensors", other_repo="someone/else")
+    assert hub.clear_cache(catalog.get(), cache) and not repo_folder.exists()
+    assert not ours_only.exists()  # not orphaned in the store: nothing else used it
+    other = cache / "models--someone--else" / "snapshots" / ("f" * 40) / "model.safetensors"
+    assert shared.is_file() and other.read_bytes() == (weights / "model.safetensors").read_bytes()
+    assert not hub.clear_cache(catalog.get(), cache)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Progress over several bars for one file (Xet makes two), and Cancel from hf_xet's callback
+
+
+def test_several_bars_for_one_file_report_monotonic_bytes():
+    seen = []
+    bar_class = hub._progress_bar_class(lambda done, total: seen.append((done, total)), None, False, 100, 1100)
+    written, received = bar_class(total=1000), bar_class(total=1000)  # e.g. bytes written and bytes received
+    for a, b in ((300, 100), (300, 250), (0, 400), (400, 500)):
+        written.update(a)
+        received.update(b)
+    written.update(-200)  # the client rolls a bar back when a server ignored Range
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)  # never jumps back
+    assert seen[-1] == (1100, 1100) and all(total == 1100 for _, total in seen)
+
+
+def test_xet_reporter_uses_one_bar_and_cancel_in_its_callback_stops_the_download():
+    reporting = pytest.importorskip("huggingface_hub.utils._xet_progress_reporting")
+    if not hasattr(reporting, "XetDownloadProgressReporter"):
+        pytest.skip("this huggingface_hub gives an Xet download a single bar")
+    from types import SimpleNamespace
+
+    class Cancel:
+        cancelled = False
+
+    cancel, seen = Cancel(), []
+    bar_class = hub._progress_bar_class(lambda done, total: seen.append(done), cancel, False, 0, 1000)
+    reporter = reporting.XetDownloadProgressReporter(reconstruction_desc="model.safetensors", total=1000,
+                                                     log_level=30, name="huggingface_hub.xet_get",
+                                                     tqdm_class=bar_class)
+    assert reporter.transfer_bar is None or reporter.transfer_bar is reporter.reconstruction_bar
+
+    def report(written, received):  # what hf_xet passes to the callback
+        return SimpleNamespace(total_bytes=1000, total_bytes_completed=written, total_bytes_completion_rate=None,
+                               total_transfer_bytes_completed=received, total_transfer_bytes_completion_rate=None)
+
+    for written, received in ((0, 300), (200, 600), (500, 700), (900, 800)):
+        reporter.update_progress(report(written, received))
+    assert seen == [200, 500, 900]  # file bytes only, one counter
+    cancel.cancelled = True
+    with pytest.raises(hub.DownloadCancelled):
+        reporter.update_progress(report(950, 850))
+    with pytest.raises(hub.DownloadCancelled):  # bytes received but none written yet: still stops
+        reporter.update_progress(report(950, 900))
+    reporter.close()
+
+
+def test_cancel_seen_as_the_last_bytes_arrive_still_cancels_and_keeps_nothing(server, weights, tmp_path):
+    """hf_xet calls the progress callback on its own thread and does not stop on its exception: the
+    transfer may finish after Cancel. download() then still ends cancelled, with nothing kept."""
+    commit = server.add_repo(REPO, files_of(weights))
+    catalog = make_catalog(tmp_path, weights, commit)
+    cache = tmp_path / "hf-cache"
+    total = catalog.get().size
+
+    class Cancel:
+        cancelled = False
+
+    cancel = Cancel()
+
+    def progress(done, _total):
+        cancel.cancelled = cancel.cancelled or done == total  # pressed as the last chunk arrived
+
+    with pytest.raises(hub.DownloadCancelled):
+        hub.download(catalog.get(), cache, server.endpoint, progress=progress, cancel=cancel)
+    assert cancel.cancelled
+    repo = hub.repo_cache_folder(catalog.get(), cache)
+    assert not repo.exists() or not any(p.is_file() for p in repo.rglob("*"))

@@ -3,13 +3,22 @@
 Why this order of sources (``resolve``): weights are identified by the SHA-256 of every file in the
 catalog (``Resources/Models.json``), not by where they come from. A verified copy in the Hub cache
 is used first, then a verified bundled copy (the same bytes, no network needed), then a download
-from the Hub at the pinned commit. Every file is checked before use; a file that fails the check
-is deleted (blob and snapshot link), so nothing unverified stays usable. When nothing works the
-error says, in one line, why and what to do (``diffcode-restore weights download`` or
-``diffcode-restore weights import FILE_OR_FOLDER``).
+from the Hub at the pinned commit. Every file is checked before use; a cached file that fails the
+check is removed from the cache (and the user told so), so nothing unverified stays usable. When
+nothing works the error says, in one line, why and what to do (``diffcode-restore weights download``
+or ``diffcode-restore weights import FILE_OR_FOLDER``).
+
+A weights folder of one's own (``--model FOLDER``) has no catalog entry to check against, so the
+folders this project writes (training's ``final`` folder, ``export``) carry ``checksums.sha256``
+(``sha256sum`` format, so ``sha256sum -c checksums.sha256`` checks it too): loading verifies every
+listed file, and a folder without one loads with an "unverified weights" warning.
 
 The Hub cache is the standard one (``HF_HOME`` / ``HF_HUB_CACHE``; ``HF_ENDPOINT`` and
-``HF_HUB_OFFLINE`` are honoured), so other tools see the same files.
+``HF_HUB_OFFLINE`` are honoured), so other tools see the same files. Files are removed from it only
+through the library's cache API (``scan_cache_dir().delete_files/delete_revisions``): since
+huggingface_hub 2.x a repository's ``blobs/<etag>`` may be a link into the cache-wide store
+``<cache>/blobs/<xx>/<xet hash>`` that other repositories share, and only the library knows when a
+store entry is no longer used.
 
 Developer commands (not needed by users)::
 
@@ -17,6 +26,7 @@ Developer commands (not needed by users)::
         [--revision SHA] [--tasks ...] [--update]     # print/update the catalog entry of FOLDER
     python -m DiffCodeRestoreLib.hub publish FOLDER --repo-id ORG/NAME [--endpoint URL]
                                                       # upload; prints the commit to pin
+    python -m DiffCodeRestoreLib.hub manifest FOLDER  # write FOLDER/checksums.sha256
 """
 
 from __future__ import annotations
@@ -25,9 +35,11 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -40,15 +52,32 @@ DEFAULT_CATALOG = RESOURCES / "Models.json"
 CATALOG_ENV = "DIFFCODE_CATALOG"
 REQUIRED_FILES = ("config.json", "model.safetensors")
 WEIGHTS_FILE = "model.safetensors"
+MANIFEST_NAME = "checksums.sha256"
+PROG = "diffcode-restore"
 WHAT_TO_DO = (
     "connect to the internet and run `diffcode-restore weights download`, or copy the weights files from "
     "another computer and run `diffcode-restore weights import FILE_OR_FOLDER`"
 )
 ByteProgress = Callable[[int, int], None]
+Message = Callable[[str], None]
 
 
 class DownloadCancelled(WeightsError):
     """The user cancelled a download; nothing partial was kept."""
+
+
+class WeightsWarning(UserWarning):
+    """Something about the weights the user should know (unverified folder, damaged cache copy removed).
+
+    Issued with ``warnings.warn`` only when the caller gave no ``message`` callback, so it is never silent.
+    """
+
+
+def _say(message: Optional[Message], text: str) -> None:
+    if message is not None:
+        message(text)
+    else:
+        warnings.warn(text, WeightsWarning, stacklevel=3)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -194,6 +223,91 @@ def _is_usable(report: Dict[str, str]) -> bool:
     return all(report.get(name) == "ok" for name in REQUIRED_FILES)
 
 
+def _damage(report: Dict[str, str]) -> List[str]:
+    """``["model.safetensors: sha256 mismatch", ...]``: the files present but not matching."""
+    return [f"{name}: {state}" for name, state in report.items() if state not in ("ok", "missing")]
+
+
+_MANIFEST_LINE = re.compile(r"^([0-9a-fA-F]{64}) [ *](.+)$")
+
+
+def _rewrite_advice(folder: PathLike) -> str:
+    return f"if you trust the files, write it again with `python -m DiffCodeRestoreLib.hub manifest {folder}`"
+
+
+def write_manifest(folder: PathLike) -> Path:
+    """Write ``FOLDER/checksums.sha256``: the SHA-256 of every file in the folder, ``sha256sum`` format.
+
+    Why: a weights folder of one's own has no catalog entry, so without this a flipped bit would go
+    unnoticed and change every restored image. ``sha256sum -c checksums.sha256`` checks it too.
+    Hidden files and sub-folders are not listed. Returns the manifest's path.
+    """
+    folder = Path(folder)
+    names = sorted(p.name for p in folder.iterdir()
+                   if p.is_file() and not p.name.startswith(".") and p.name != MANIFEST_NAME)
+    odd = [name for name in names if "\n" in name or "\\" in name]
+    if odd:
+        raise WeightsError(f"{folder}: cannot list {odd[0]!r} in {MANIFEST_NAME}; rename it or move it out of the folder.")
+    text = "".join(f"{sha256_of(folder / name)}  {name}\n" for name in names)
+    path = folder / MANIFEST_NAME
+    _write_atomically(path, text.encode("utf-8"))
+    return path
+
+
+def read_manifest(folder: PathLike) -> Optional[Dict[str, str]]:
+    """``{filename: sha256}`` from ``FOLDER/checksums.sha256``; None when the folder has none.
+
+    Only plain file names of the folder itself are accepted, so a manifest cannot make us read
+    files elsewhere.
+    """
+    path = Path(folder) / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeError) as error:
+        raise WeightsError(f"cannot read {path} ({error}); {_rewrite_advice(folder)}.") from None
+    listed: Dict[str, str] = {}
+    for number, line in enumerate(lines, 1):
+        line = line.rstrip("\r")
+        if not line.strip():
+            continue
+        match = _MANIFEST_LINE.match(line)
+        name = match.group(2) if match else ""
+        if not match or name in (".", "..") or "/" in name or "\\" in name:
+            raise WeightsError(f"{path}: line {number} is not `<sha256>  <file name>`; "
+                               f"{_rewrite_advice(folder)}.")
+        listed[name] = match.group(1).lower()
+    return listed
+
+
+def verify_folder(folder: PathLike) -> Optional[Dict[str, str]]:
+    """Check a weights folder against its ``checksums.sha256``.
+
+    Returns ``{filename: sha256}`` of the listed files, all verified; None when the folder has no
+    manifest (its files cannot be checked: the caller warns). Raises WeightsError, one line saying
+    which file and what to do, when a listed file is missing or damaged, or when the manifest does
+    not list config.json and model.safetensors (a partial manifest would check nothing that matters).
+    """
+    folder = Path(folder)
+    listed = read_manifest(folder)
+    if listed is None:
+        return None
+    unlisted = [name for name in REQUIRED_FILES if name not in listed]
+    if unlisted:
+        raise WeightsError(f"{folder / MANIFEST_NAME} does not list {', '.join(unlisted)}; "
+                           f"{_rewrite_advice(folder)}.")
+    for name, digest in listed.items():
+        path = folder / name
+        if not path.is_file():
+            raise WeightsError(f"{path} is missing but listed in {MANIFEST_NAME}: copy the whole weights folder "
+                               "again from where it came from (or export it again).")
+        if sha256_of(path) != digest:
+            raise WeightsError(f"{path} is damaged (its SHA-256 does not match {MANIFEST_NAME}): copy the weights "
+                               "folder again from where it came from (or export it again); it was not used.")
+    return listed
+
+
 # ----------------------------------------------------------------------------------------------------
 # The Hub cache
 
@@ -234,23 +348,97 @@ def hub_endpoint(endpoint: Optional[str] = None) -> str:
     return (endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
 
 
-def _forget_cached_file(snapshot_path: Path) -> None:
-    """Delete a snapshot entry and the blob it points to (the Hub cache stores files as symlinks)."""
-    if snapshot_path.is_symlink():
-        blob = snapshot_path.resolve()
-        snapshot_path.unlink()
-        if blob.exists():
-            blob.unlink()
-    elif snapshot_path.exists():
-        snapshot_path.unlink()
+def _scanned_repo(entry: ModelEntry, cache_dir: Optional[PathLike] = None):
+    """(cache info, repo info) of the model's repository as ``scan_cache_dir`` sees it.
+
+    (None, None) when the cache or the repository folder does not exist; (info, None) when the
+    library cannot read the repository (it lists it under ``warnings``, e.g. a broken link).
+    """
+    from huggingface_hub import scan_cache_dir
+
+    folder = repo_cache_folder(entry, cache_dir)
+    if not folder.is_dir():
+        return None, None
+    try:
+        info = scan_cache_dir(hub_cache_dir(cache_dir))
+    except Exception:  # CacheNotFound, or the cache path is a file
+        return None, None
+    target = folder.resolve()
+    for repo in info.repos:
+        if Path(repo.repo_path).resolve() == target:
+            return info, repo
+    return info, None
+
+
+def _first_hop(pointer: Path) -> Optional[Path]:
+    """Where a snapshot link points, without following any further link (the blob entry itself)."""
+    if not pointer.is_symlink():
+        return None
+    return Path(os.path.abspath(pointer.parent / os.readlink(pointer)))
+
+
+def _unlink_inside_repo(entry: ModelEntry, filenames: Sequence[str], cache_dir: Optional[PathLike]) -> None:
+    """Fallback when the library cannot scan the repository: unlink the snapshot entries and their
+    repo-local blob entries only. Nothing outside ``models--ORG--NAME/`` is touched and no link is
+    followed (a blob entry that links into the shared store is removed as a link; ``hf cache prune``
+    later collects a store entry that nothing uses any more)."""
+    repo = repo_cache_folder(entry, cache_dir)
+    blobs = Path(os.path.abspath(repo / "blobs"))
+    snapshot = snapshot_folder(entry, cache_dir)
+    for name in filenames:
+        pointer = snapshot / name
+        if not os.path.lexists(pointer):
+            continue
+        blob = _first_hop(pointer)
+        pointer.unlink()
+        if blob is None or blob.parent != blobs or not os.path.lexists(blob):
+            continue
+        still_used = any(_first_hop(other) == blob for other in (repo / "snapshots").glob("*/**/*")
+                         if other.is_symlink())
+        if not still_used:
+            os.unlink(blob)  # the entry itself: a link is removed, never its target
+
+
+def forget_cached_files(entry: ModelEntry, filenames: Sequence[str], cache_dir: Optional[PathLike] = None) -> None:
+    """Remove these files of the pinned revision from the Hub cache, so a damaged copy is not found again.
+
+    Why through ``scan_cache_dir().delete_files(...)``: a blob may be a link into huggingface_hub's
+    shared store that other repositories use; the library removes this repository's references and
+    deletes a store entry only once nothing refers to it. (huggingface_hub without ``delete_files``:
+    the whole revision is deleted with ``delete_revisions``; what was good is fetched again.)
+    """
+    names = set(filenames)
+    info, repo = _scanned_repo(entry, cache_dir)
+    if repo is not None:
+        files = [
+            item for revision in repo.revisions if revision.commit_hash == entry.revision
+            for item in revision.files
+            if Path(item.file_path).relative_to(revision.snapshot_path).as_posix() in names
+        ]
+        if files and hasattr(info, "delete_files"):
+            info.delete_files(*files).execute()
+        elif files:
+            info.delete_revisions(entry.revision).execute()
+    _unlink_inside_repo(entry, sorted(names), cache_dir)  # whatever the library could not see
 
 
 def clear_cache(entry: ModelEntry, cache_dir: Optional[PathLike] = None) -> bool:
-    """Delete every cached revision of the model's Hub repository (never the bundled copy)."""
+    """Delete every cached revision of the model's Hub repository (never the bundled copy).
+
+    Through ``scan_cache_dir().delete_revisions(...)``, so entries of the shared store that only this
+    repository used are deleted too, and those other repositories use are kept. A repository the
+    library cannot read is removed as a folder (links inside are removed, not followed).
+    """
     folder = repo_cache_folder(entry, cache_dir)
-    if not folder.exists():
+    if not os.path.lexists(folder):
         return False
-    shutil.rmtree(folder)
+    info, repo = _scanned_repo(entry, cache_dir)
+    if repo is not None and repo.revisions:
+        info.delete_revisions(*(revision.commit_hash for revision in repo.revisions)).execute()
+    if folder.is_symlink():
+        folder.unlink()
+    elif folder.exists():
+        shutil.rmtree(folder)
     return True
 
 
@@ -260,44 +448,105 @@ def clear_cache(entry: ModelEntry, cache_dir: Optional[PathLike] = None) -> bool
 
 @dataclass(frozen=True)
 class ResolvedWeights:
-    """A verified weights folder and what provenance should record about it."""
+    """A verified weights folder and what provenance should record about it.
+
+    ``verified`` is False only for a folder of one's own without ``checksums.sha256``: it was used,
+    but nothing could tell whether its files are damaged (the caller was warned).
+    """
 
     name: str
     folder: Path
     source: str  # "cache" | "bundled" | "hub" | "folder"
     revision: Optional[str]
     sha256: str
+    verified: bool = True
+
+
+def damage_advice(catalog: Catalog, entry: ModelEntry, copy: str) -> str:
+    """What to do, in one clause, about a damaged ``copy`` ("cache" or "bundled") of ``entry``.
+
+    Why it depends: "download again" only works for a model published on the Hub; a cleared cache
+    falls back to the bundled copy only if that one is good; a bundled copy is restored only by
+    reinstalling what shipped it, or bypassed by importing a good copy into the cache (used first).
+    """
+    name = entry.name
+    importing = f"`{PROG} weights import FILE_OR_FOLDER` with a good copy of the files"
+    if copy == "cache":
+        if entry.published:
+            return f"run `{PROG} weights clear {name}`, then `{PROG} weights download {name}`"
+        bundled = catalog.bundled_folder(entry)
+        if bundled is not None and _is_usable(check_files(bundled, entry, required_only=True)):
+            return f"run `{PROG} weights clear {name}`; the bundled copy is then used"
+        return (f"run `{PROG} weights clear {name}`, then {importing} ({name} is not published on the Hub, "
+                "so it cannot be downloaded)")
+    download_too = f", or run `{PROG} weights download {name}`" if entry.published else ""
+    return (f"reinstall the DiffCode Restore extension (or the diffcode-restore package) to restore the bundled "
+            f"copy, or run {importing}{download_too}")
 
 
 @dataclass(frozen=True)
 class ModelStatus:
+    """What the user has of one catalog model; both copies are hashed, so ``state`` is true.
+
+    ``cache_damage`` / ``bundled_damage``: ``"FILE: what is wrong"`` for each required file present
+    but not matching the catalog.
+    """
+
     entry: ModelEntry
     cached: bool
     bundled: bool
     cache_folder: Path
     bundled_folder: Optional[Path]
+    cache_damage: Tuple[str, ...] = ()
+    bundled_damage: Tuple[str, ...] = ()
 
     @property
     def state(self) -> str:
+        """What a restore would use: "cached", "bundled" or "to download" (a damaged copy is never used)."""
         return "cached" if self.cached else "bundled" if self.bundled else "to download"
+
+    @property
+    def damaged(self) -> bool:
+        """A copy is damaged: ``damage_advice`` says what to do (a restore would remove a damaged cached copy)."""
+        return bool(self.cache_damage or self.bundled_damage)
 
 
 def model_status(catalog: Catalog, cache_dir: Optional[PathLike] = None) -> List[ModelStatus]:
-    """What the user has, per catalog model (cheap: looks for files, does not hash them)."""
+    """What the user has, per catalog model: the required files of each copy are hashed.
+
+    Why hash: a "cached" that is damaged would be removed at the next restore; the list must say so
+    before. The files are small (a few MB), so this is quick.
+    """
     found = []
     for entry in catalog.models.values():
         snapshot = snapshot_folder(entry, cache_dir)
         bundled = catalog.bundled_folder(entry)
+        cache_report = check_files(snapshot, entry, required_only=True) if snapshot.is_dir() else {}
+        bundled_report = check_files(bundled, entry, required_only=True) if bundled and bundled.is_dir() else {}
         found.append(
             ModelStatus(
                 entry=entry,
-                cached=all((snapshot / name).is_file() for name in REQUIRED_FILES),
-                bundled=bundled is not None and all((bundled / name).is_file() for name in REQUIRED_FILES),
+                cached=bool(cache_report) and _is_usable(cache_report),
+                bundled=bool(bundled_report) and _is_usable(bundled_report),
                 cache_folder=snapshot,
                 bundled_folder=bundled,
+                cache_damage=tuple(_damage(cache_report)),
+                bundled_damage=tuple(_damage(bundled_report)),
             )
         )
     return found
+
+
+def _resolve_folder(folder: Path, message: Optional[Message]) -> ResolvedWeights:
+    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+    if missing:
+        raise WeightsError(f"{folder}: not a weights folder (missing {', '.join(missing)}).")
+    listed = verify_folder(folder)
+    if listed is not None:
+        return ResolvedWeights(folder.name, folder, "folder", None, listed[WEIGHTS_FILE])
+    _say(message, f"unverified weights: {folder} has no {MANIFEST_NAME}, so damage to its files cannot be "
+                  f"detected; if you trust them, write one with `python -m DiffCodeRestoreLib.hub manifest {folder}`.")
+    return ResolvedWeights(folder.name, folder, "folder", None, sha256_of(folder / WEIGHTS_FILE), verified=False)
 
 
 def resolve(
@@ -309,33 +558,36 @@ def resolve(
     progress: Optional[ByteProgress] = None,
     cancel=None,
     show_progress: bool = False,
+    message: Optional[Message] = None,
 ) -> ResolvedWeights:
     """Verified weights for a catalog name (None: the default model) or a folder of one's own.
 
-    A folder (config.json + model.safetensors) is used as given: the user chose it, and its
-    SHA-256 goes into the provenance. A catalog name goes cache -> bundled -> Hub download.
+    A folder (config.json + model.safetensors) is checked against its ``checksums.sha256``; a
+    damaged file raises WeightsError, and a folder without a manifest is used with an "unverified
+    weights" warning. A catalog name goes cache -> bundled -> Hub download; a damaged cached copy is
+    removed. ``message(text)`` receives such warnings (None: ``warnings.warn``, never silent).
     """
     if model is not None and Path(model).is_dir():
-        folder = Path(model)
-        missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
-        if missing:
-            raise WeightsError(f"{folder}: not a weights folder (missing {', '.join(missing)}).")
-        return ResolvedWeights(folder.name, folder, "folder", None, sha256_of(folder / WEIGHTS_FILE))
+        return _resolve_folder(Path(model), message)
     catalog = catalog or Catalog.load()
     entry = catalog.get(None if model is None else str(model))
 
     snapshot = snapshot_folder(entry, cache_dir)
+    cache_note = ""
     if snapshot.is_dir():
         report = check_files(snapshot, entry, required_only=True)
         if _is_usable(report):
             return ResolvedWeights(entry.name, snapshot, "cache", entry.revision, entry.sha256)
-        for filename, state in report.items():  # a damaged cache entry must not be found again
-            if state not in ("ok", "missing"):
-                _forget_cached_file(snapshot / filename)
+        damaged = _damage(report)
+        if damaged:  # a damaged cache entry must not be found again
+            forget_cached_files(entry, [item.split(":")[0] for item in damaged], cache_dir)
+            cache_note = f"the cached copy of {entry.name} was damaged ({', '.join(damaged)}) and was removed"
 
     bundled = catalog.bundled_folder(entry)
     bundled_report = check_files(bundled, entry, required_only=True) if bundled else {}
     if bundled and _is_usable(bundled_report):
+        if cache_note:
+            _say(message, f"{cache_note}; using the bundled copy.")
         return ResolvedWeights(entry.name, bundled, "bundled", entry.revision, entry.sha256)
 
     if not allow_download:
@@ -343,43 +595,75 @@ def resolve(
     elif hub_offline():
         reason = "HF_HUB_OFFLINE is set"
     else:
+        if cache_note:
+            _say(message, f"{cache_note}; downloading it again.")
         try:
-            folder = download(entry, cache_dir, endpoint, progress, cancel, show_progress)
+            folder = download(entry, cache_dir, endpoint, progress, cancel, show_progress, message)
             return ResolvedWeights(entry.name, folder, "hub", entry.revision, entry.sha256)
         except DownloadCancelled:
             raise
         except WeightsError as error:
             reason = str(error).rstrip(".")
-    damaged = [f"{name} {state}" for name, state in bundled_report.items() if state not in ("ok", "missing")]
-    bundled_note = f"; the bundled copy is damaged ({', '.join(damaged)})" if damaged else ""
-    raise WeightsError(
-        f"model {entry.name!r} is not available ({reason}{bundled_note}): {WHAT_TO_DO}."
-    )
+    damaged = _damage(bundled_report)
+    notes = "".join(f"; {note}" for note in (
+        cache_note,
+        f"the bundled copy is damaged ({', '.join(damaged)})" if damaged else "",
+    ) if note)
+    remedy = WHAT_TO_DO if entry.published else (
+        f"{entry.name} is not published on the Hub yet: copy its weights files from another computer and run "
+        f"`{PROG} weights import FILE_OR_FOLDER`, or reinstall the extension to restore the bundled copy")
+    raise WeightsError(f"model {entry.name!r} is not available ({reason}{notes}): {remedy}.")
 
 
-def _progress_bar_class(progress: Optional[ByteProgress], cancel, show: bool, done_before: int, total: int):
-    """A tqdm class for ``hf_hub_download``: reports bytes of the whole model, stops on cancel.
+def _progress_bar_class(progress: Optional[ByteProgress], cancel, show: bool, done_before: int, total: int,
+                        size: Optional[int] = None):
+    """A tqdm class for ``hf_hub_download`` of one file: reports bytes of the whole model, stops on cancel.
 
-    Raising inside ``update`` aborts the transfer; the client then deletes its temporary file.
+    Raising inside ``update`` aborts an HTTP transfer; the client then deletes its temporary file.
+    The client may make several bars for one file (an Xet download makes one for bytes written and
+    one for bytes received, a retry may reuse or replace a bar), so what is reported is
+    ``done_before`` + the most bytes any of them has counted, capped at ``size``: it never jumps
+    back or counts twice. ``update_transfer`` makes huggingface_hub's Xet reporter route received
+    bytes into the one bar instead of creating a second (they are not file bytes and are not counted).
     """
     from tqdm.auto import tqdm
+
+    shared = {"most": 0}
+    limit = size if size is not None else total - done_before
+
+    def check_cancel() -> None:
+        if cancel is not None and getattr(cancel, "cancelled", False):
+            raise DownloadCancelled("download cancelled; nothing was kept.")
 
     class ByteProgressBar(tqdm):
         def __init__(self, *args, **kwargs):
             kwargs.pop("name", None)
             kwargs["disable"] = not show
-            self.received = 0
+            self.received = int(kwargs.get("initial") or 0)
             super().__init__(*args, **kwargs)
 
         def update(self, n=1):
-            if cancel is not None and getattr(cancel, "cancelled", False):
-                raise DownloadCancelled("download cancelled; nothing was kept.")
-            self.received += n or 0
-            if progress is not None:
-                progress(done_before + self.received, total)
+            check_cancel()
+            self.received += int(n or 0)
+            if self.received > shared["most"]:
+                shared["most"] = self.received
+                if progress is not None:
+                    progress(done_before + min(shared["most"], limit), total)
             return super().update(n)
 
+        def update_transfer(self, n=1):
+            check_cancel()
+
+        def set_transfer_postfix_str(self, postfix: str, refresh: bool = False) -> None:
+            pass
+
     return ByteProgressBar
+
+
+def _partial_files(entry: ModelEntry, cache_dir: Optional[PathLike]) -> set:
+    """The unfinished transfers (``*.incomplete`` regular files) in the model's ``blobs`` folder."""
+    blobs = repo_cache_folder(entry, cache_dir) / "blobs"
+    return {p for p in blobs.glob("*.incomplete") if p.is_file() and not p.is_symlink()} if blobs.is_dir() else set()
 
 
 def download(
@@ -389,50 +673,86 @@ def download(
     progress: Optional[ByteProgress] = None,
     cancel=None,
     show_progress: bool = False,
+    message: Optional[Message] = None,
 ) -> Path:
     """Download every catalog file at the pinned revision into the Hub cache; verify each one.
 
-    A file that fails the SHA-256 check is deleted and the download refused. A complete, verified
-    copy already in the cache is returned without asking the Hub (so this works offline too).
+    Files already cached and verified are kept without asking the Hub (so a complete copy works
+    offline too). A damaged cached file is removed and fetched again with ``force_download`` (it may
+    come from huggingface_hub's shared store, which a plain download would link again). A file that
+    still fails the SHA-256 check is removed and the download refused. Cancel, even one seen only
+    once a file had arrived (hf_xet reports progress from its own thread and may not stop), ends
+    in DownloadCancelled with the files this call fetched removed.
     """
     from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
 
     snapshot = snapshot_folder(entry, cache_dir)
-    if snapshot.is_dir() and all(state == "ok" for state in check_files(snapshot, entry).values()):
+    report = check_files(snapshot, entry) if snapshot.is_dir() else {}
+    if report and all(state == "ok" for state in report.values()):
         if progress is not None:
             progress(entry.size, entry.size)
         return snapshot
     endpoint = hub_endpoint(endpoint)
-    done, fetched = 0, []
-    for index, spec in enumerate(entry.files):
-        bar = _progress_bar_class(progress, cancel, show_progress, done, entry.size)
-        try:
-            if index == 0:  # one quick question first: the client would retry an unreachable Hub for ~20 s
-                get_hf_file_metadata(hf_hub_url(entry.repo_id, spec.filename, revision=entry.revision,
-                                                endpoint=endpoint), timeout=10)
-            path = Path(
-                hf_hub_download(
-                    entry.repo_id,
-                    spec.filename,
-                    revision=entry.revision,
-                    cache_dir=str(hub_cache_dir(cache_dir)),  # as resolved now, not at import
-                    endpoint=endpoint,
-                    tqdm_class=bar,
+    done, fetched, asked = 0, [], False
+    partial_before = _partial_files(entry, cache_dir)
+
+    def drop_partial() -> None:
+        """huggingface_hub 1.x keeps ``blobs/<etag>.incomplete`` to resume; 2.x deletes its own. What
+        this call left goes, so "nothing partial was kept" holds with either."""
+        for path in _partial_files(entry, cache_dir) - partial_before:
+            path.unlink()
+
+    def cancelled() -> DownloadCancelled:
+        drop_partial()
+        forget_cached_files(entry, fetched, cache_dir)  # nothing half-done stays
+        return DownloadCancelled("download cancelled; nothing was kept.")
+
+    for spec in entry.files:
+        state = report.get(spec.filename, "missing")
+        if state == "ok":
+            done += spec.size
+            continue
+        force = state != "missing"
+        if force:
+            forget_cached_files(entry, [spec.filename], cache_dir)
+            _say(message, f"the cached {spec.filename} of {entry.name} was damaged ({state}) and was removed; "
+                          "downloading it again.")
+        bar = _progress_bar_class(progress, cancel, show_progress, done, entry.size, spec.size)
+        while True:
+            try:
+                if not asked:  # one quick question first: the client would retry an unreachable Hub for ~20 s
+                    get_hf_file_metadata(hf_hub_url(entry.repo_id, spec.filename, revision=entry.revision,
+                                                    endpoint=endpoint), timeout=10)
+                    asked = True
+                path = Path(
+                    hf_hub_download(
+                        entry.repo_id,
+                        spec.filename,
+                        revision=entry.revision,
+                        cache_dir=str(hub_cache_dir(cache_dir)),  # as resolved now, not at import
+                        endpoint=endpoint,
+                        tqdm_class=bar,
+                        force_download=force,
+                    )
                 )
-            )
-        except DownloadCancelled:
-            for filename in fetched:  # files completed before Cancel go too: nothing half-done stays
-                _forget_cached_file(snapshot / filename)
-            raise
-        except Exception as error:  # the client raises many types; each becomes one line
-            raise WeightsError(explain_hub_error(error, entry, spec.filename, endpoint)) from None
-        fetched.append(spec.filename)
-        if path.stat().st_size != spec.size or sha256_of(path) != spec.sha256:
-            _forget_cached_file(snapshot / spec.filename)
-            raise WeightsError(
-                f"{spec.filename} from {endpoint}/{entry.repo_id}@{entry.revision[:8]} does not match the catalog's "
-                "SHA-256; it was deleted and not used (a proxy may alter downloads, or the catalog is outdated)."
-            )
+            except DownloadCancelled:
+                raise cancelled() from None
+            except Exception as error:  # the client raises many types; each becomes one line
+                drop_partial()
+                raise WeightsError(explain_hub_error(error, entry, spec.filename, endpoint)) from None
+            fetched.append(spec.filename)
+            if cancel is not None and getattr(cancel, "cancelled", False):
+                raise cancelled()
+            if path.stat().st_size == spec.size and sha256_of(path) == spec.sha256:
+                break
+            forget_cached_files(entry, [spec.filename], cache_dir)
+            if force:
+                raise WeightsError(
+                    f"{spec.filename} from {endpoint}/{entry.repo_id}@{entry.revision[:8]} does not match the "
+                    "catalog's SHA-256; it was deleted and not used (a proxy may alter downloads, or the catalog "
+                    "is outdated)."
+                )
+            force = True  # the client may have linked a damaged copy from its shared store: fetch fresh bytes
         done += spec.size
         if progress is not None:
             progress(done, entry.size)
@@ -556,7 +876,8 @@ def catalog_entry(
     stand-in and the entry says ``published: false``.
     """
     folder = Path(folder)
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    files = sorted(p for p in folder.iterdir()
+                   if p.is_file() and not p.name.startswith(".") and p.name != MANIFEST_NAME)
     missing = [n for n in REQUIRED_FILES if not (folder / n).is_file()]
     if missing:
         raise WeightsError(f"{folder}: not a weights folder (missing {', '.join(missing)}).")
@@ -616,10 +937,18 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     pub.add_argument("--repo-id", required=True)
     pub.add_argument("--endpoint")
     pub.add_argument("--private", action="store_true")
+    manifest = commands.add_parser("manifest", help=f"write FOLDER/{MANIFEST_NAME} (SHA-256 of every file) so that "
+                                   "loading the folder checks it")
+    manifest.add_argument("folder")
     args = parser.parse_args(argv)
     try:
         if args.command == "publish":
             print(publish(args.folder, args.repo_id, args.endpoint, private=args.private))
+            return 0
+        if args.command == "manifest":
+            if not Path(args.folder).is_dir():
+                raise WeightsError(f"{args.folder}: no such folder.")
+            print(write_manifest(args.folder))
             return 0
         catalog_path = Path(args.catalog or os.environ.get(CATALOG_ENV) or DEFAULT_CATALOG)
         folder = Path(args.folder).resolve()

@@ -1,6 +1,9 @@
 """``python -m DiffCodeRestoreLib.training train --config small [--variant full] ...``
 
 Resumable: re-running the same command continues from the last checkpoint in the run folder.
+Data-parallel on several GPUs or nodes, unchanged, under ``torchrun`` (see ``distributed.py``), e.g.
+``torchrun --nproc-per-node 4 -m DiffCodeRestoreLib.training train --config large``: each process
+draws ``--batch-per-task`` patches per task, and only rank 0 writes the run folder.
 """
 
 from __future__ import annotations
@@ -10,11 +13,13 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import torch
 
+from . import distributed
 from .config import VARIANTS, TrainConfig
+from .distributed import SINGLE, DistContext
 from .loop import RunLog, train_stage1, train_stage2
 from .patches import PatchSampler, normalise_cases
 
@@ -25,29 +30,62 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def train(tc: TrainConfig, run_dir: Path, device: torch.device, progress: bool = True) -> Path:
+def save_weights_folder(model, folder: Path, fp16: bool, card: Optional[Callable[[Path], object]] = None) -> Path:
+    """Save ``model`` (config.json + model.safetensors), its model card if ``card`` writes one, then
+    ``checksums.sha256`` over all of them.
+
+    Why one helper: every weights folder the project writes carries the checksum manifest that
+    loading verifies (``hub.verify_folder``), so a damaged copy is refused instead of silently changing
+    restored images. A stale manifest is removed first, so an interrupted save is not mistaken for a
+    good one by an old manifest listing other bytes: it reads as damaged.
+    """
+    from ..hub import MANIFEST_NAME, write_manifest
+
+    stale = Path(folder) / MANIFEST_NAME
+    if stale.is_file():
+        stale.unlink()
+    folder = model.save_pretrained(folder, fp16=fp16)
+    if card is not None:
+        card(folder)
+    write_manifest(folder)
+    return folder
+
+
+def train(tc: TrainConfig, run_dir: Path, device: torch.device, progress: bool = True,
+          dist: DistContext = SINGLE) -> Path:
+    """Both stages, then ``run_dir/final``. Distributed: every process trains, only rank 0 writes
+    (the others wait for it and return the same path)."""
     from ..data.slices import load_cases
 
     torch.manual_seed(tc.seed)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "train_config.json").write_text(json.dumps(tc.to_dict(), indent=2))
-    log = RunLog(run_dir / "log.jsonl")
-    cases = {task: normalise_cases(task, load_cases(task, "train", rebuild_stale=False)) for task in tc.tasks}
-    sampler = PatchSampler(cases, tc.patch, tc.seed)
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "train_config.json").write_text(json.dumps(tc.to_dict(), indent=2))
+        cases = {task: load_cases(task, "train", rebuild_stale=False) for task in tc.tasks}  # builds if missing
+    distributed.barrier(dist)
+    if not dist.is_main:
+        cases = {task: load_cases(task, "train", rebuild_stale=False) for task in tc.tasks}
+    log = RunLog(run_dir / "log.jsonl", enabled=dist.is_main)
+    sampler = PatchSampler({task: normalise_cases(task, c) for task, c in cases.items()}, tc.patch,
+                           tc.seed + 1000 * dist.rank)
     stage1 = None
     if tc.model_config().prior != "none":
-        stage1 = train_stage1(tc, sampler, run_dir, log, device, progress)
-    model = train_stage2(tc, sampler, stage1, run_dir, log, device, progress)
-    return model.save_pretrained(run_dir / "final", fp16=False)
+        stage1 = train_stage1(tc, sampler, run_dir, log, device, progress, dist)
+    model = train_stage2(tc, sampler, stage1, run_dir, log, device, progress, dist=dist)
+    if dist.is_main:
+        save_weights_folder(model, run_dir / "final", fp16=False)
+    distributed.barrier(dist)
+    return run_dir / "final"
 
 
 def export(run_dir: Path, out: Path, results: Optional[Path]) -> int:
+    from ..hub import verify_folder
     from ..models import DiffCodeModel
     from .model_card import write_model_card
 
+    verify_folder(run_dir / "final")  # a damaged run must not be exported under a fresh, matching manifest
     model = DiffCodeModel.from_pretrained(run_dir / "final")
-    model.save_pretrained(out, fp16=True)
-    write_model_card(out, model, run_dir, results)
+    save_weights_folder(model, out, fp16=True, card=lambda folder: write_model_card(folder, model, run_dir, results))
     size = sum(f.stat().st_size for f in out.iterdir())
     print(f"exported {out} ({size / 1e6:.1f} MB)")
     return 0
@@ -71,7 +109,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--config", default="small", help="training preset: tiny, small, large")
     p.add_argument("--variant", default="full", choices=sorted(VARIANTS))
     p.add_argument("--run-dir", type=Path, help="checkpoints, log and final weights (default: cache/runs/CONFIG-VARIANT)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu; under torchrun: auto, cuda or cpu")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     p.add_argument("--stage1-minutes", type=float)
     p.add_argument("--stage2-minutes", type=float)
@@ -100,8 +138,17 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     run_dir = args.run_dir or cache_dir() / "runs" / f"{args.config}-{args.variant}"
     start = time.time()
-    out = train(tc, run_dir, _device(args.device))
-    print(f"weights: {out} ({(time.time() - start) / 60:.1f} min this session)")
+    if distributed.launched_by_torchrun():
+        dist, device = distributed.setup(args.device)
+    else:
+        dist, device = SINGLE, _device(args.device)
+    try:
+        out = train(tc, run_dir, device, dist=dist)
+    finally:
+        distributed.shutdown(dist)
+    if dist.is_main:
+        print(f"weights: {out} ({(time.time() - start) / 60:.1f} min this session"
+              + (f", {dist.world_size} processes" if dist.enabled else "") + ")")
     return 0
 
 

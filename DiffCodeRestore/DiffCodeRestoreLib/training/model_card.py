@@ -18,7 +18,7 @@ CITATION = """@inproceedings{chen2025diffcode,
 
 
 def _training_summary(run_dir: Path) -> str:
-    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text(encoding="utf-8").splitlines()]
     lines = []
     for stage in ("stage1", "stage2"):
         rs = [r for r in records if r["stage"] == stage]
@@ -33,8 +33,8 @@ def _training_summary(run_dir: Path) -> str:
 def write_model_card(folder: Path, model: DiffCodeModel, run_dir: Path, results_md: Optional[Path]) -> Path:
     cfg = model.config
     params = sum(p.numel() for p in model.parameters())
-    train_cfg = json.loads((run_dir / "train_config.json").read_text())
-    results = results_md.read_text() if results_md and results_md.is_file() else (
+    train_cfg = json.loads((run_dir / "train_config.json").read_text(encoding="utf-8"))
+    results = results_md.read_text(encoding="utf-8") if results_md and results_md.is_file() else (
         "_No benchmark results were attached to this export._")
     card = f"""---
 license: apache-2.0
@@ -93,5 +93,5 @@ end each stage), then `python -m DiffCodeRestoreLib.training export RUN_DIR OUT`
 ```
 """
     path = folder / "README.md"
-    path.write_text(card)
+    path.write_text(card, encoding="utf-8")  # the card has non-ASCII text; the locale may be C
     return path
