@@ -1,28 +1,23 @@
 """DiffCode Restore: MRI super-resolution, CT low-dose denoising and PET low-dose to full-dose synthesis.
 
-This file is the thin Slicer layer: the panel, its parameter node, the worker process that does the
-heavy work, and views for comparing. The scene-level logic (checks, geometry, output node, subject
-hierarchy, provenance) is ``DiffCodeRestoreLib.mrml``; the worker and its protocol are
+This file is the thin Slicer layer: the module's description and the panel. The rest lives in small
+files beside it: ``DiffCodeRestoreSlicerLib`` (the logic, usable from the Python console; the
+parameter node; and, Qt-free and tested without Slicer, the installs, the job driven by a timer, the
+cache folder and the panel's decisions). The scene-level logic (checks, geometry, output node,
+subject hierarchy, provenance) is ``DiffCodeRestoreLib.mrml``; the worker and its protocol are
 ``DiffCodeRestoreLib.worker``; weights are ``DiffCodeRestoreLib.hub``.
 """
 
-import enum
-import importlib.util
 import logging
-import os
-import shutil
-import time
-from typing import Annotated, Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import qt
 import slicer
 import vtk
-from slicer import vtkMRMLScalarVolumeNode
 from slicer.i18n import tr as _
-from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.i18n import translate
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
-    ScriptedLoadableModuleLogic,
     ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
@@ -30,17 +25,15 @@ from slicer.util import VTKObservationMixin
 
 from DiffCodeRestoreLib import mrml
 from DiffCodeRestoreLib.tasks import get_task
-from DiffCodeRestoreLib.worker import WorkerError, WorkerJob, WorkerRequest
+from DiffCodeRestoreLib.worker import WorkerError, WorkerRequest
+from DiffCodeRestoreSlicerLib.job import PolledJob
+from DiffCodeRestoreSlicerLib.logic import DiffCodeRestoreLogic, cleanupAllJobs, sweepStaleFolders
+from DiffCodeRestoreSlicerLib.panel import ParameterNodeBinding, apply_state, model_buttons, restore_follow_up
+from DiffCodeRestoreSlicerLib.parameters import DiffCodeRestoreParameterNode, RestoreTask  # noqa: F401
 
 PAPER_URL = "https://arxiv.org/abs/2507.19874"
 HOMEPAGE_URL = "https://github.com/diffcode-restore/SlicerDiffCode"
-TORCH_REQUIREMENT = ">=2.0"
-# pip requirement -> import name. SimpleITK and numpy come with Slicer.
-RESTORE_PACKAGES = {"huggingface_hub>=0.20": "huggingface_hub", "safetensors>=0.4": "safetensors", "tqdm>=4.60": "tqdm"}
-METRICS_PACKAGES = {"scikit-image>=0.19": "skimage"}
-COMPARE_LAYOUT_ID = 502507  # a free custom-layout slot
-COMPARE_VIEWS = ("DiffCodeInput", "DiffCodeResult")
-WORKER_POLL_MS = 200
+CATEGORY = "Filtering"  # EXTENSION_CATEGORY in CMakeLists.txt; translated in Slicer's own context
 
 
 #
@@ -52,7 +45,7 @@ class DiffCodeRestore(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("DiffCode Restore")
-        self.parent.categories = [_("Filtering")]
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", CATEGORY)]
         self.parent.dependencies = []
         self.parent.contributors = ["DiffCode Restore contributors"]
         self.parent.helpText = _(
@@ -80,341 +73,10 @@ all-in-one medical image restoration with a task-adaptive codebook bank and late
 MICCAI 2025, <a href="{paper}">arXiv:2507.19874</a>); it is not the authors' code or weights.
 """
         ).format(paper=PAPER_URL)
-
-
-#
-# Parameter node
-#
-
-
-class RestoreTask(enum.Enum):
-    MRI_SR = "mri-sr"
-    CT_DENOISE = "ct-denoise"
-    PET_SYNTHESIS = "pet-synthesis"
-
-    def label(self) -> str:
-        return get_task(self.value).title
-
-
-@parameterNodeWrapper
-class DiffCodeRestoreParameterNode:
-    """The panel's state, saved with the scene. ``model`` "" means the catalog's default model."""
-
-    inputVolume: vtkMRMLScalarVolumeNode
-    task: RestoreTask = RestoreTask.CT_DENOISE
-    scale: Annotated[int, Choice([1, 2, 4])] = 1
-    outputVolume: vtkMRMLScalarVolumeNode
-    referenceVolume: vtkMRMLScalarVolumeNode
-    model: str = ""
-    device: Annotated[str, Choice(["auto", "cuda", "mps", "cpu"])] = "auto"
-    useModelDefaults: bool = True
-    steps: Annotated[int, WithinRange(1, 50)] = 1
-    fidelity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
-    tileSize: Annotated[int, WithinRange(0, 4096)] = 0
-    seed: Annotated[int, WithinRange(0, 2147483647)] = 0
-    uncertaintyMap: bool = False
-    samples: Annotated[int, WithinRange(2, 32)] = 4
-    selfEnsemble: bool = False
-
-
-#
-# Worker job driven by the Qt event loop
-#
-
-
-class SlicerJob:
-    """A ``WorkerJob`` polled from a QTimer, so Slicer stays responsive; callbacks run in the GUI thread.
-
-    ``onEvent(event)`` gets every worker event (progress, status, warning, ...); ``onFinished(job)``
-    runs once when the worker has ended (after ``wait`` too). ``outputNode`` / ``error`` hold the
-    outcome once the finishing step has run.
-    """
-
-    def __init__(self, worker: WorkerJob, onEvent: Optional[Callable] = None, onFinished: Optional[Callable] = None):
-        self.worker = worker
-        self.onEvent = onEvent
-        self.onFinished = onFinished
-        self.outputNode = None
-        self.error: Optional[Exception] = None
-        self.startTime = time.time()
-        self._done = False
-        self.timer = qt.QTimer()
-        self.timer.setInterval(WORKER_POLL_MS)
-        self.timer.connect("timeout()", self._poll)
-
-    def start(self) -> "SlicerJob":
-        self.startTime = time.time()
-        self.worker.start()
-        self.timer.start()
-        return self
-
-    def _dispatch(self) -> None:
-        for event in self.worker.poll():
-            if self.onEvent:
-                self.onEvent(event)
-
-    def _poll(self) -> None:
-        self._dispatch()
-        if self.worker.finished:
-            self._finish()
-
-    def _finish(self) -> None:
-        if self._done:
-            return
-        self._done = True
-        self.timer.stop()
-        self._dispatch()
-        try:
-            if self.onFinished:
-                self.onFinished(self)
-        finally:
-            self.worker.cleanup()
-
-    @property
-    def running(self) -> bool:
-        return not self._done
-
-    def cancel(self) -> None:
-        """Kill the worker's process tree; the finishing step then reports the cancel."""
-        self.worker.cancel()
-
-    def wait(self) -> None:
-        """Block until the worker ends (console use), forwarding its events."""
-        self.timer.stop()
-        while not self.worker.finished:
-            self._dispatch()
-            time.sleep(WORKER_POLL_MS / 1000.0)
-        self._finish()
-
-    @property
-    def elapsed(self) -> float:
-        return time.time() - self.startTime
-
-
-#
-# DiffCodeRestoreLogic
-#
-
-
-class DiffCodeRestoreLogic(ScriptedLoadableModuleLogic):
-    """Everything the panel does, callable from Slicer's Python console for batch use.
-
-    Blocking by default::
-
-        logic = DiffCodeRestoreLogic()
-        output = logic.process(inputVolume)                      # task suggested from the volume
-        output = logic.process(inputVolume, "mri-sr", scale=2)   # exact 2x finer in-plane grid
-    """
-
-    def getParameterNode(self):
-        return DiffCodeRestoreParameterNode(super().getParameterNode())
-
-    # -- dependencies (asked on first use, never at import) ---------------------------------------
-    @staticmethod
-    def missingPackages(packages: Optional[Dict[str, str]] = None) -> List[str]:
-        packages = RESTORE_PACKAGES if packages is None else packages
-        return [requirement for requirement, module in packages.items() if importlib.util.find_spec(module) is None]
-
-    @staticmethod
-    def torchInstalled() -> bool:
-        return importlib.util.find_spec("torch") is not None
-
-    def ensureDependencies(self, packages: Optional[Dict[str, str]] = None, withTorch: bool = True,
-                           askConfirmation: bool = True) -> bool:
-        """Install what is missing after one confirmation; False if the user declines.
-
-        torch comes only from the PyTorch extension (it picks the CUDA build that fits this
-        computer); other packages through ``slicer.packaging.pip_ensure`` (Slicer 5.12+) or
-        ``slicer.util.pip_install``.
-        """
-        needTorch = withTorch and not self.torchInstalled()
-        missing = self.missingPackages(packages)
-        if not needTorch and not missing:
-            return True
-        if slicer.app.testingEnabled():
-            return False
-        wanted = (["PyTorch (through the PyTorch extension)"] if needTorch else []) + missing
-        if askConfirmation and not slicer.util.confirmOkCancelDisplay(
-            _("DiffCode Restore needs these Python packages, which are not installed yet:\n\n{packages}\n\n"
-              "Install them now? This needs an internet connection and can take several minutes.").format(
-                packages="\n".join(wanted)),
-            _("Install dependencies"),
-        ):
-            return False
-        if needTorch:
-            try:
-                import PyTorchUtils
-            except ModuleNotFoundError:
-                raise RuntimeError(_("The PyTorch extension is missing: install 'PyTorch' from the Extensions "
-                                     "Manager, restart Slicer and try again.")) from None
-            torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
-                                                                  torchVersionRequirement=TORCH_REQUIREMENT)
-            if torch is None:
-                raise RuntimeError(_("PyTorch could not be installed: install it in the PyTorch Utils module, "
-                                     "then try again."))
-        if missing:
-            self._pipInstall(missing)
-        return True
-
-    @staticmethod
-    def _pipInstall(requirements: List[str]) -> None:
-        try:
-            import slicer.packaging as packaging
-            ensure = packaging.pip_ensure
-        except (ImportError, AttributeError):  # Slicer before 5.12
-            with slicer.util.WaitCursor():
-                slicer.util.pip_install(requirements)
-            return
-        ensure(requirements, requester="DiffCode Restore", prompt_install=False)
-
-    # -- the worker process -----------------------------------------------------------------------
-    @staticmethod
-    def pythonExecutable() -> str:
-        """Slicer's own Python launcher, so the worker sees the packages installed in Slicer."""
-        executable = shutil.which("PythonSlicer")
-        if not executable:
-            raise RuntimeError(_("PythonSlicer was not found next to Slicer: reinstall Slicer."))
-        return executable
-
-    def startWorker(self, request: WorkerRequest, onEvent=None, onFinished=None, prepare=None) -> SlicerJob:
-        worker = WorkerJob(request, python=self.pythonExecutable(), env=slicer.util.startupEnvironment())
-        if prepare:
-            prepare(worker)
-        return SlicerJob(worker, onEvent, onFinished).start()
-
-    def process(self, inputVolume, task: Optional[str] = None, outputVolume=None, model: Optional[str] = None,
-                device: str = "auto", waitForCompletion: bool = True, progressCallback=None,
-                completedCallback=None, **options):
-        """Restore ``inputVolume`` in a worker process; see the class docstring.
-
-        ``options``: ``scale`` (MRI 1, 2, 4), ``steps``, ``fidelity``, ``seed``, ``samples`` (>1 adds an
-        uncertainty map), ``self_ensemble`` (average the 8 flips/rotations, 8x the time), ``tile_size``.
-        Blocking (default): returns the output node, raises on error
-        (``WorkerError.kind`` says why: input, weights, no_gpu, out_of_memory, cancelled, internal).
-        Non-blocking: returns the running ``SlicerJob``; ``completedCallback(job)`` is called when it
-        ends, with ``job.outputNode`` or ``job.error`` set.
-        """
-        mrml.check_input_node(inputVolume)
-        mrml.check_output_node(outputVolume, inputVolume)
-        task = get_task(task).name if task else mrml.suggest_task(inputVolume).task
-        if not self.ensureDependencies():
-            raise RuntimeError(_("DiffCode Restore cannot run without its Python packages."))
-        request = WorkerRequest(action="restore", task=task, model=model or None, device=device, options=options)
-
-        def prepare(worker: WorkerJob) -> None:
-            request.input = mrml.write_node_to_file(inputVolume, worker.path("input.nrrd")).as_posix()
-            request.output = worker.path("output.nrrd")
-            if int(options.get("samples", 1)) > 1:
-                request.uncertainty_output = worker.path("uncertainty.nrrd")
-
-        def finished(job: SlicerJob) -> None:
-            try:
-                outcome = job.worker.outcome()
-                job.outputNode = mrml.load_result_file(inputVolume, outcome["output"], task, outcome.get("metadata"),
-                                                       outputVolume, outcome.get("uncertainty"))
-            except Exception as error:
-                job.error = error
-            if completedCallback:
-                completedCallback(job)
-
-        job = self.startWorker(request, progressCallback, finished, prepare)
-        if not waitForCompletion:
-            return job
-        job.wait()
-        if job.error is not None:
-            raise job.error
-        return job.outputNode
-
-    # -- models -----------------------------------------------------------------------------------
-    @staticmethod
-    def catalog():
-        from DiffCodeRestoreLib import hub
-
-        return hub.Catalog.load()
-
-    def modelStatuses(self):
-        """``hub.ModelStatus`` per catalog model (cached / bundled / to download)."""
-        from DiffCodeRestoreLib import hub
-
-        return hub.model_status(self.catalog())
-
-    def downloadModel(self, name: Optional[str] = None, onEvent=None, onFinished=None) -> SlicerJob:
-        """Download (or verify the cached copy of) a catalog model in a worker; cancellable."""
-        return self.startWorker(WorkerRequest(action="download", model=name or None), onEvent, onFinished)
-
-    def importWeights(self, path: str):
-        """Import a weights file (and a ``config.json`` beside it) into the cache, checked by SHA-256."""
-        from DiffCodeRestoreLib import hub
-
-        entry, missing = hub.import_weights(path)
-        sibling = os.path.join(os.path.dirname(path), "config.json")
-        if "config.json" in missing and os.path.isfile(sibling):
-            entry, missing = hub.import_weights(sibling)
-        return entry, missing
-
-    def deleteCachedModel(self, name: Optional[str] = None) -> bool:
-        from DiffCodeRestoreLib import hub
-
-        return hub.clear_cache(self.catalog().get(name or None))
-
-    def cacheFolder(self, name: Optional[str] = None) -> str:
-        from DiffCodeRestoreLib import hub
-
-        folder = hub.repo_cache_folder(self.catalog().get(name or None))
-        return str(folder if folder.exists() else hub.hub_cache_dir())
-
-    # -- showing and measuring --------------------------------------------------------------------
-    @staticmethod
-    def showComparison(inputVolume, resultVolume, fade: float = 0.0) -> None:
-        """Input (left, with the result faded in by ``fade``) and result (right) in linked slice views."""
-        layoutManager = slicer.app.layoutManager()
-        layoutNode = layoutManager.layoutLogic().GetLayoutNode()
-        views = "".join(
-            f'<item><view class="vtkMRMLSliceNode" singletontag="{name}">'
-            f'<property name="orientation" action="default">Axial</property>'
-            f'<property name="viewlabel" action="default">{label}</property>'
-            f'<property name="viewcolor" action="default">{color}</property></view></item>'
-            for name, label, color in zip(COMPARE_VIEWS, ("In", "Out"), ("#F34A33", "#EDD54C"))
-        )
-        description = f'<layout type="horizontal" split="true">{views}</layout>'
-        if layoutNode.IsLayoutDescription(COMPARE_LAYOUT_ID):
-            layoutNode.SetLayoutDescription(COMPARE_LAYOUT_ID, description)
-        else:
-            layoutNode.AddLayoutDescription(COMPARE_LAYOUT_ID, description)
-        layoutManager.setLayout(COMPARE_LAYOUT_ID)
-        layers = {COMPARE_VIEWS[0]: (inputVolume, resultVolume, fade), COMPARE_VIEWS[1]: (resultVolume, None, 0.0)}
-        for name, (background, foreground, opacity) in layers.items():
-            sliceWidget = layoutManager.sliceWidget(name)
-            composite = sliceWidget.mrmlSliceCompositeNode()
-            composite.SetBackgroundVolumeID(background.GetID())
-            composite.SetForegroundVolumeID(foreground.GetID() if foreground else None)
-            composite.SetForegroundOpacity(opacity)
-            composite.SetLinkedControl(True)
-            sliceWidget.sliceLogic().FitSliceToAll()
-
-    @staticmethod
-    def setFade(inputVolume, resultVolume, fade: float) -> None:
-        """Blend the result over the input in every slice view except the compare layout's result view."""
-        layoutManager = slicer.app.layoutManager()
-        for name in layoutManager.sliceViewNames():
-            if name == COMPARE_VIEWS[1]:
-                continue
-            composite = layoutManager.sliceWidget(name).mrmlSliceCompositeNode()
-            composite.SetBackgroundVolumeID(inputVolume.GetID())
-            composite.SetForegroundVolumeID(resultVolume.GetID())
-            composite.SetForegroundOpacity(fade)
-
-    def computeMetrics(self, resultVolume, referenceVolume, task: str, inputVolume=None) -> Dict[str, Any]:
-        """PSNR/SSIM of the result (and of the input, when on the same grid) against the reference."""
-        if not self.ensureDependencies(METRICS_PACKAGES, withTorch=False):
-            raise RuntimeError(_("PSNR/SSIM need scikit-image, which was not installed."))
-        scores = {"result": mrml.compare_to_reference(resultVolume, referenceVolume, task)}
-        if inputVolume is not None:
-            try:
-                scores["input"] = mrml.compare_to_reference(inputVolume, referenceVolume, task)
-            except mrml.VolumeNodeError:  # e.g. MRI super-resolution: the input is on a coarser grid
-                pass
-        return scores
+        # A worker's temporary folder holds a copy of the patient volume: remove those a killed Slicer
+        # left behind, and stop running workers (deleting their folders) when Slicer quits.
+        slicer.app.connect("startupCompleted()", sweepStaleFolders)
+        slicer.app.connect("aboutToQuit()", cleanupAllJobs)
 
 
 #
@@ -424,17 +86,28 @@ class DiffCodeRestoreLogic(ScriptedLoadableModuleLogic):
 
 class DiffCodeRestoreWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None) -> None:
-        ScriptedLoadableModuleWidget.__init__(self, parent)
+        # State first: without a parent, the base class runs setup() inside its __init__.
         VTKObservationMixin.__init__(self)
         self.logic = None
-        self._parameterNode = None
-        self._parameterNodeGuiTag = None
-        self._job: Optional[SlicerJob] = None
+        self._binding = ParameterNodeBinding(
+            lambda node: node.connectGui(self.ui),
+            lambda node, tag: node.disconnectGui(tag),
+            lambda node: self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateGUI),
+            lambda node: self.removeObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateGUI),
+        )
+        self._job: Optional[PolledJob] = None
         self._lastInputID = None
         self._lastResult = None
         self._suggestedForID = None
         self._modelStatuses: Dict[str, Any] = {}
-        self._probeJob: Optional[SlicerJob] = None
+        self._probeJob: Optional[PolledJob] = None
+        self._probedWithTorch = False
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+
+    @property
+    def _parameterNode(self):
+        """The bound parameter node; None while the scene is being closed (and after, if not shown)."""
+        return self._binding.node
 
     # -- set-up -----------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -444,6 +117,8 @@ class DiffCodeRestoreWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = DiffCodeRestoreLogic()
+        self.logic.installer.on_busy.append(self.onInstallBusy)
+        self.logic.installer.on_installed.append(self.onInstalled)
 
         self.ui.progressBar.setRange(0, 1000)
         self.ui.progressBar.hide()
@@ -467,22 +142,30 @@ class DiffCodeRestoreWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.probeDevices()
 
     def cleanup(self) -> None:
+        """Stop this panel's workers now and delete their folders (they hold a copy of the input)."""
         for job in (self._job, self._probeJob):
-            if job is not None and job.running:
-                job.cancel()
+            if job is not None:
+                job.close()
+        self._job = self._probeJob = None
+        if self.logic is not None:
+            for listeners, callback in ((self.logic.installer.on_busy, self.onInstallBusy),
+                                        (self.logic.installer.on_installed, self.onInstalled)):
+                if callback in listeners:
+                    listeners.remove(callback)
+        self._binding.unbind()
         self.removeObservers()
 
     def enter(self) -> None:
         self.initializeParameterNode()
+        if not self._probedWithTorch and self.logic.torchInstalled():  # installed elsewhere meanwhile
+            self.probeDevices()
 
     def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUI)
+        self._binding.release()
 
     def onSceneStartClose(self, caller, event) -> None:
-        self.setParameterNode(None)
+        self._binding.unbind()
+        self.updateGUI()
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -496,14 +179,8 @@ class DiffCodeRestoreWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._parameterNode.inputVolume = candidate
 
     def setParameterNode(self, parameterNode) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUI)
-        self._parameterNode = parameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUI)
-            self.updateGUI()
+        self._binding.bind(parameterNode)
+        self.updateGUI()
 
     # -- state shown in the panel -----------------------------------------------------------------
     def resultVolume(self):
@@ -517,9 +194,26 @@ class DiffCodeRestoreWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def updateGUI(self, caller=None, event=None) -> None:
         parameters = self._parameterNode
+        installing = self.logic.installer.busy if self.logic else None
+        job = self._job
+        state = apply_state(job is not None, installing, parameters is not None and parameters.inputVolume is not None,
+                            cancelling=job is not None and job.cancelling)
+        self.ui.applyButton.text = {
+            "apply": _("Apply"), "cancel": _("Cancel"), "cancelling": _("Cancelling..."),
+            "installing": _("Installing..."),
+        }[state.mode]
+        self.ui.applyButton.enabled = state.enabled
+        self.ui.applyButton.toolTip = {
+            "apply": _("Restore the input volume. While running, this button cancels."),
+            "cancel": _("Stop the running job; nothing is changed."),
+            "cancelling": _("The worker was asked to stop; it is stopped for good in a few seconds."),
+            "installing": _("Python packages are being installed: {what}").format(what=installing),
+        }[state.mode]
+        for widget in (self.ui.inputsCollapsibleButton, self.ui.modelCollapsibleButton,
+                       self.ui.advancedCollapsibleButton):
+            widget.setEnabled(job is None and not installing)
         if parameters is None:
             return
-        running = self._job is not None
         isMri = parameters.task == RestoreTask.MRI_SR
         self.ui.scaleLabel.setVisible(isMri)
         self.ui.scaleComboBox.setVisible(isMri)
@@ -527,13 +221,6 @@ class DiffCodeRestoreWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             widget.setEnabled(not parameters.useModelDefaults)
         self.ui.samplesSpinBox.setEnabled(parameters.uncertaintyMap)
         self.ui.samplesLabel.setEnabled(parameters.uncertaintyMap)
-        self.ui.applyButton.text = _("Cancel") if running else _("Apply")
-        self.ui.applyButton.enabled = running or parameters.inputVolume is not None
-        self.ui.applyButton.toolTip = _("Stop the running job; nothing is changed.") if running else _(
-            "Restore the input volume. While running, this button cancels.")
-        for widget in (self.ui.inputsCollapsibleButton, self.ui.modelCollapsibleButton,
-                       self.ui.advancedCollapsibleButton):
-            widget.setEnabled(not running)
         result = self.resultVolume()
         self.ui.compareButton.enabled = result is not None and parameters.inputVolume is not None
         self.ui.fadeSliderWidget.enabled = self.ui.compareButton.enabled
@@ -542,6 +229,21 @@ class DiffCodeRestoreWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             index = self.ui.modelComboBox.findData(parameters.model)
             if index >= 0:
                 self.ui.modelComboBox.setCurrentIndex(index)
+
+    def onInstallBusy(self, what: Optional[str]) -> None:
+        """Packages start or stop installing: Apply is disabled meanwhile and the status says what."""
+        if what:
+            self.ui.statusLabel.text = _("Installing {what}... (details in the Python console)").format(what=what)
+        self.updateGUI()
+        if what:
+            slicer.app.processEvents()  # show it before pip blocks; Apply is already disabled
+
+    def onInstalled(self, names: List[str]) -> None:
+        """New packages are in Slicer's Python: the model list and the device line can now say more."""
+        self.ui.statusLabel.text = _("Installed: {names}.").format(names=", ".join(names))
+        self.refreshModels()
+        if "torch" in names:
+            self.probeDevices()
 
     def onInputVolumeChanged(self, node) -> None:
         """Suggest the task for a newly chosen volume (the user can still change it)."""
@@ -610,16 +312,31 @@ class DiffCodeRestoreWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             "bundled": _("Bundled with the extension; works offline."),
             "to download": _("Will be downloaded on first use ({size:.0f} MB).").format(size=entry.size / 2**20),
         }[status.state]
-        self.ui.modelStatusLabel.text = _("{where} Tasks: {tasks}. Licence: {licence}.").format(
+        buttons = model_buttons(status)
+        damage = {
+            "cache": _("The downloaded copy is damaged ({what}): click 'Delete cached', then 'Download' or "
+                       "'Import weights...'. ").format(what="; ".join(status.cache_damage)),
+            "bundled": _("The bundled copy is damaged ({what}): reinstall the extension or use 'Import "
+                         "weights...'. ").format(what="; ".join(status.bundled_damage)),
+        }.get(buttons.damaged, "")
+        self.ui.modelStatusLabel.text = damage + _("{where} Tasks: {tasks}. Licence: {licence}.").format(
             where=where, tasks=", ".join(entry.tasks), licence=entry.licence or "-")
-        self.ui.deleteCachedModelButton.enabled = status.cached
-        self.ui.downloadModelButton.text = _("Verify") if status.cached else _("Download")
+        self.ui.deleteCachedModelButton.enabled = buttons.can_delete
+        self.ui.downloadModelButton.text = _("Verify") if buttons.verify else _("Download")
 
     def probeDevices(self) -> None:
-        """Ask a worker what torch sees (kept out of Slicer's process), shown beside the device choice."""
-        if not self.logic.torchInstalled():
+        """Ask a worker what torch sees (kept out of Slicer's process), shown beside the device choice.
+
+        Run at set-up and again once torch has been installed, so the line is right without a restart.
+        """
+        if self._probeJob is not None:
+            self._probeJob.close()
+            self._probeJob = None
+        self._probedWithTorch = self.logic.torchInstalled()
+        if not self._probedWithTorch:
             self.ui.deviceInfoLabel.text = _("PyTorch is not installed yet; it is installed on first use.")
             return
+        self.ui.deviceInfoLabel.text = _("Looking for GPUs...")
 
         def onEvent(event):
             if event.get("event") != "probe":
@@ -630,7 +347,9 @@ class DiffCodeRestoreWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 found=found, auto=event.get("auto"), torch=event.get("torch"))
 
         def onFinished(job):
-            if job.worker.returncode not in (0, None) and not self.ui.deviceInfoLabel.text:
+            if self._probeJob is job:
+                self._probeJob = None
+            if job.worker.returncode not in (0, None):
                 self.ui.deviceInfoLabel.text = _("Could not query the GPU: {error}").format(
                     error=(job.worker.error_lines or ["unknown error"])[-1])
 
@@ -655,7 +374,7 @@ class DiffCodeRestoreWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             options["self_ensemble"] = True
         return options
 
-    def setRunning(self, job: Optional[SlicerJob], status: str = "") -> None:
+    def setRunning(self, job: Optional[PolledJob], status: str = "") -> None:
         self._job = job
         self.ui.progressBar.setVisible(job is not None)
         self.ui.progressBar.value = 0
@@ -673,11 +392,16 @@ class DiffCodeRestoreWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             logging.warning(f"DiffCode Restore: {event.get('message')}")
 
     def onApplyButton(self) -> None:
+        if self.logic.installer.busy:  # a click that reached us while pip runs: never a second install
+            return
         if self._job is not None:
             self._job.cancel()
             self.ui.statusLabel.text = _("Cancelling...")
+            self.updateGUI()
             return
         parameters = self._parameterNode
+        if parameters is None:
+            return
         with slicer.util.tryWithErrorDisplay(_("Could not start the restoration."), waitCursor=True):
             inputVolume, task = parameters.inputVolume, parameters.task.value
             job = self.logic.process(
@@ -687,34 +411,38 @@ class DiffCodeRestoreWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 **self.restoreOptions())
             self.setRunning(job, _("Starting ({task})...").format(task=get_task(task).title))
 
-    def onRestoreFinished(self, job: SlicerJob, inputVolume, task: str) -> None:
+    def onRestoreFinished(self, job: PolledJob, inputVolume, task: str) -> None:
+        """The run has ended. The scene may have been closed meanwhile (no parameter node then):
+        ``restore_follow_up`` decides from what is there now."""
         self.setRunning(None)
         self.refreshModels()  # a first run may have downloaded the weights
         error = job.error
+        parameters = self._parameterNode
+        kind = None if error is None else getattr(error, "kind", "internal")
+        followUp = restore_follow_up(kind, parameters, self.logic.metricsAvailable())
         if error is None:
             self._lastInputID, self._lastResult = inputVolume.GetID(), job.outputNode
             slicer.util.setSliceViewerLayers(background=job.outputNode, foreground=None, fit=True)
             self.ui.statusLabel.text = _("Done in {seconds:.1f} s: '{name}'.").format(
                 seconds=job.elapsed, name=job.outputNode.GetName())
             self.updateGUI()
-            if self._parameterNode.referenceVolume is not None and not self.logic.missingPackages(METRICS_PACKAGES):
+            if followUp.compute_metrics:
                 self.onComputeMetrics()
             return
-        kind = getattr(error, "kind", "internal")
         if kind == "cancelled":
             self.ui.statusLabel.text = _("Cancelled; nothing was changed.")
             return
         self.ui.statusLabel.text = str(error)
-        if kind in ("out_of_memory", "no_gpu") and self._parameterNode.device != "cpu":
+        if followUp.offer_cpu:
             question = {
                 "out_of_memory": _("The GPU ran out of memory:\n{error}\n\nRestore on the CPU instead (slower)?"),
                 "no_gpu": _("No usable GPU was found:\n{error}\n\nRestore on the CPU instead (slower)?"),
             }[kind].format(error=error)
-            if slicer.util.confirmYesNoDisplay(question):
-                self._parameterNode.device = "cpu"
+            if slicer.util.confirmYesNoDisplay(question) and self._parameterNode is parameters:
+                parameters.device = "cpu"
                 self.onApplyButton()
-            return
-        slicer.util.errorDisplay(str(error), windowTitle=_("DiffCode Restore"))
+        elif followUp.show_error:
+            slicer.util.errorDisplay(str(error), windowTitle=_("DiffCode Restore"))
 
     # -- model buttons ----------------------------------------------------------------------------
     def onDownloadModel(self) -> None:
@@ -734,7 +462,8 @@ class DiffCodeRestoreWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     if error.kind != "cancelled":
                         slicer.util.errorDisplay(str(error), windowTitle=_("DiffCode Restore"))
 
-            job = self.logic.downloadModel(self._parameterNode.model or None, self.onWorkerEvent, finished)
+            model = self._parameterNode.model if self._parameterNode else None
+            job = self.logic.downloadModel(model or None, self.onWorkerEvent, finished)
             self.setRunning(job, _("Fetching weights..."))
 
     def onImportWeights(self) -> None:
@@ -752,8 +481,12 @@ class DiffCodeRestoreWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = _("Imported weights of '{name}'.").format(name=entry.name) + note
 
     def onOpenCacheFolder(self) -> None:
+        """Works before the first install: the folder is known without huggingface_hub."""
         with slicer.util.tryWithErrorDisplay(_("Could not open the cache folder.")):
-            qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(self.logic.cacheFolder(self._parameterNode.model)))
+            model = self._parameterNode.model if self._parameterNode else None
+            folder = self.logic.cacheFolder(model or None)
+            self.ui.statusLabel.text = _("Weights are kept in {folder}").format(folder=folder)
+            qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(folder))
 
     def onDeleteCachedModel(self) -> None:
         status = self.selectedModelStatus()
@@ -767,6 +500,8 @@ class DiffCodeRestoreWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -- compare and measure ----------------------------------------------------------------------
     def onCompare(self) -> None:
+        if self._parameterNode is None:
+            return
         with slicer.util.tryWithErrorDisplay(_("Could not show the comparison.")):
             self.logic.showComparison(self._parameterNode.inputVolume, self.resultVolume(),
                                       self.ui.fadeSliderWidget.value)
@@ -778,6 +513,8 @@ class DiffCodeRestoreWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onComputeMetrics(self) -> None:
         parameters = self._parameterNode
+        if parameters is None:
+            return
         with slicer.util.tryWithErrorDisplay(_("Could not compute PSNR/SSIM."), waitCursor=True):
             scores = self.logic.computeMetrics(self.resultVolume(), parameters.referenceVolume,
                                                parameters.task.value, parameters.inputVolume)
@@ -825,7 +562,7 @@ class DiffCodeRestoreTest(ScriptedLoadableModuleTest):
         import numpy as np
 
         logic = DiffCodeRestoreLogic()
-        if logic.missingPackages() or not logic.torchInstalled():
+        if logic.missingPackages(withTorch=True):
             self.delayDisplay("skipped: install PyTorch and the module's packages first (click Apply once)")
             return
         default = logic.catalog().default

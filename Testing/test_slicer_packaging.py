@@ -17,11 +17,14 @@ ROOT = Path(__file__).resolve().parents[1]
 MODULE = "DiffCodeRestore"
 MODULE_DIR = ROOT / MODULE
 LIB = f"{MODULE}Lib"
+SLICER_LIB = f"{MODULE}SlicerLib"  # the module's own code beside the module file
+# Files of SLICER_LIB that need Slicer; every other file there is Qt-free (tests import them).
+SLICER_LIB_WITH_SLICER = {f"{SLICER_LIB}/logic.py", f"{SLICER_LIB}/parameters.py"}
 DEV_ONLY = ("data", "benchmark", "training")  # development subpackages, not shipped
 # Modules that shipped code may import when it is imported (inside Slicer): the core's allowed
 # dependencies and what Slicer provides to the module layer.
 CORE_IMPORTS = {"torch", "numpy", "SimpleITK", "huggingface_hub", "safetensors", "tqdm", LIB}
-SLICER_LAYER = {"slicer", "vtk", "qt", "ctk"}
+SLICER_LAYER = {"slicer", "vtk", "qt", "ctk", SLICER_LIB}
 EXTENSION = "DiffCode"
 CATALOG_KEYS = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
                 "build_subdirectory", "enabled", "tier"}  # slicer-extension-catalog-entry-schema v1.0.1
@@ -31,6 +34,7 @@ RAW_URL = re.compile(r"^https://raw\.githubusercontent\.com/[^/]+/[^/]+/[^/]+/(?
 def shipped_python():
     """Every .py of the module that Slicer must install (relative to the module folder)."""
     files = {f"{MODULE}.py"}
+    files |= {path.relative_to(MODULE_DIR).as_posix() for path in (MODULE_DIR / SLICER_LIB).glob("*.py")}
     for path in (MODULE_DIR / LIB).rglob("*.py"):
         relative = path.relative_to(MODULE_DIR)
         if "__pycache__" in relative.parts or relative.parts[1] in DEV_ONLY:
@@ -93,13 +97,15 @@ def _difference_message(kind, expected, listed, variable):
 def test_every_shipped_python_file_is_listed(module_cmake):
     listed, expected = cmake_list(module_cmake, "MODULE_PYTHON_SCRIPTS"), shipped_python()
     assert listed == expected, _difference_message("Python files", expected, listed, "MODULE_PYTHON_SCRIPTS")
-    assert {f"{MODULE}.py", f"{LIB}/mrml.py", f"{LIB}/worker.py", f"{LIB}/pipeline.py"} <= listed
+    assert {f"{MODULE}.py", f"{LIB}/mrml.py", f"{LIB}/worker.py", f"{LIB}/pipeline.py",
+            f"{SLICER_LIB}/logic.py", f"{SLICER_LIB}/install.py", f"{SLICER_LIB}/job.py"} <= listed
 
 
 def test_every_resource_is_listed(module_cmake):
     listed, expected = cmake_list(module_cmake, "MODULE_PYTHON_RESOURCES"), shipped_resources()
     assert listed == expected, _difference_message("resources", expected, listed, "MODULE_PYTHON_RESOURCES")
-    assert {f"Resources/Icons/{MODULE}.png", f"Resources/UI/{MODULE}.ui", "Resources/Models.json"} <= listed
+    assert {f"Resources/Icons/{MODULE}.png", f"Resources/UI/{MODULE}.ui", "Resources/Models.json",
+            "Resources/requirements.txt"} <= listed
 
 
 def test_module_cmake_builds_the_scripted_module_with_tests(module_cmake):
@@ -117,7 +123,8 @@ def test_shipped_python_is_valid_python_3_9_and_imports_only_what_slicer_has():
     for relative in sorted(shipped_python()):
         source = (MODULE_DIR / relative).read_text(encoding="utf-8")
         tree = ast.parse(source, filename=relative, feature_version=(3, 9))
-        allowed = CORE_IMPORTS | (SLICER_LAYER if relative in (f"{MODULE}.py", f"{LIB}/mrml.py") else set())
+        slicer_side = relative in (f"{MODULE}.py", f"{LIB}/mrml.py") or relative in SLICER_LIB_WITH_SLICER
+        allowed = CORE_IMPORTS | (SLICER_LAYER if slicer_side else set())
         for node in tree.body:  # what runs on import; lazy imports inside functions are the code's business
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
@@ -128,6 +135,22 @@ def test_shipped_python_is_valid_python_3_9_and_imports_only_what_slicer_has():
             for name in names:
                 top = name.split(".")[0]
                 assert top in allowed or _is_stdlib(top), f"{relative} imports {name} at import time"
+
+
+def test_qt_free_files_of_the_module_never_import_qt_or_slicer():
+    """The panel's decisions live in Qt-free files so tests reach them; not even a lazy import of Qt."""
+    qt_free = sorted(relative for relative in shipped_python()
+                     if relative.startswith(f"{SLICER_LIB}/") and relative not in SLICER_LIB_WITH_SLICER)
+    assert {f"{SLICER_LIB}/install.py", f"{SLICER_LIB}/job.py", f"{SLICER_LIB}/panel.py",
+            f"{SLICER_LIB}/cache.py"} <= set(qt_free)
+    for relative in qt_free:
+        tree = ast.parse((MODULE_DIR / relative).read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            for name in names:
+                assert name.split(".")[0] not in {"qt", "ctk", "slicer", "vtk", "PythonQt"}, \
+                    f"{relative} imports {name}: keep it Qt-free (move Slicer calls to logic.py)"
 
 
 def _is_stdlib(name):
@@ -177,8 +200,27 @@ def test_extension_descriptions_agree(top_cmake):
     assert s4ext["iconurl"] == cmake_set(top_cmake, "EXTENSION_ICONURL")
     assert s4ext["description"] == cmake_set(top_cmake, "EXTENSION_DESCRIPTION")
     assert s4ext["homepage"] == cmake_set(top_cmake, "EXTENSION_HOMEPAGE")
-    module_source = (MODULE_DIR / f"{MODULE}.py").read_text(encoding="utf-8")
-    assert f'self.parent.categories = [_("{category}")]' in module_source
+
+
+
+def test_module_category_is_translated_in_slicers_context(top_cmake):
+    """In a translated Slicer, a category translated in the module's own context (``_(...)``) lands in
+    an untranslated folder of its own; Slicer's template uses ``translate("qSlicerAbstractCoreModule", ...)``."""
+    tree = ast.parse((MODULE_DIR / f"{MODULE}.py").read_text(encoding="utf-8"))
+    constants = {node.targets[0].id: node.value.value for node in tree.body if isinstance(node, ast.Assign)
+                 and isinstance(node.targets[0], ast.Name) and isinstance(node.value, ast.Constant)}
+    imports = {(node.module, alias.name) for node in tree.body if isinstance(node, ast.ImportFrom)
+               for alias in node.names}
+    assert ("slicer.i18n", "translate") in imports
+    assignments = [node for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                   and ast.unparse(node.targets[0]) == "self.parent.categories"]
+    assert len(assignments) == 1
+    (call,) = assignments[0].value.elts
+    assert isinstance(call, ast.Call) and ast.unparse(call.func) == "translate"
+    context, text = call.args
+    assert context.value == "qSlicerAbstractCoreModule"
+    category = text.value if isinstance(text, ast.Constant) else constants[text.id]
+    assert category == cmake_set(top_cmake, "EXTENSION_CATEGORY")
 
 
 def test_licence_is_the_full_apache_2_text():
@@ -193,3 +235,78 @@ def test_licence_is_the_full_apache_2_text():
 def test_shipped_resources_stay_small():
     size = sum((MODULE_DIR / relative).stat().st_size for relative in shipped_resources())
     assert size < 50 * 2**20, f"the module's resources take {size / 2**20:.1f} MB; the index allows 100 MB in all"
+
+
+# ---- the Extensions Index's description check (scripts/check_description_files.py), reproduced ----
+# Its patterns are matched the way the index matches them (a screenshot list it cannot parse counts
+# as missing); URLs are resolved to this repository's files instead of being downloaded.
+INDEX_PROJECT = re.compile(r"project\s*\(\s*([^\s\)\n\r]+)", re.IGNORECASE | re.MULTILINE)
+INDEX_ICON = re.compile(r'set\s*\(EXTENSION_ICONURL\s*"([^"]+)"[ ]*\)', re.IGNORECASE | re.MULTILINE)
+INDEX_SCREENSHOTS = re.compile(r'set\s*\(EXTENSION_SCREENSHOTURLS\s*"([^"]+)"\)', re.IGNORECASE | re.MULTILINE)
+INDEX_REPOSITORY_PREFIXES = ("Slicer", "Slicer-", "Slicer_", "SlicerExtension-", "SlicerExtension_")
+# A few of the index's accepted categories (its list is longer): the ones this extension could use.
+INDEX_CATEGORIES = {"Filtering", "Image Synthesis", "Nuclear Medicine", "Quantification", "Utilities"}
+MAX_SCREENSHOT_BYTES = 300 * 1024
+
+
+def _image_file(url):
+    """The repository file a raw.githubusercontent.com URL names, checked to be a PNG/JPEG/GIF image."""
+    match = RAW_URL.match(url)
+    assert match and url.startswith("http"), f"{url} is not a raw.githubusercontent.com URL of this repository"
+    assert url.lower().endswith((".png", ".jpg", ".jpeg", ".gif")), f"{url}: the index wants an image URL"
+    path = ROOT / match.group("path")
+    assert path.is_file(), f"{url} names {match.group('path')}, which does not exist"
+    head = path.read_bytes()[:8]
+    assert head.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF8")), f"{path.name} is not an image"
+    return path
+
+
+def test_extensions_index_description_check(top_cmake):
+    name = EXTENSION
+    description = ROOT / f"{name}.json"
+    raw = description.read_bytes()
+    assert b"\r" not in raw, "the index wants LF-only line endings"
+    metadata = json.loads(raw)
+    assert "$schema" in metadata and metadata["$schema"]
+    assert not name.lower().startswith("slicer"), "the extension name must not start with 'Slicer'"
+    assert metadata["category"] in INDEX_CATEGORIES
+    url = metadata["scm_url"]
+    assert "://" in url and url.split("://")[0] in ("git", "https")
+    repository = Path(url.strip().strip("/").split("/")[-1]).stem
+    assert repository.startswith(INDEX_REPOSITORY_PREFIXES), f"repository name {repository!r}: must start with Slicer"
+    projects = INDEX_PROJECT.findall(top_cmake)
+    assert projects and projects[0].strip("\"'") == name, "project() must be named like the .json file"
+    icons = INDEX_ICON.findall(top_cmake)
+    assert icons, "No EXTENSION_ICONURL found in CMakeLists.txt."
+    _image_file(icons[0].strip())
+    screenshots = INDEX_SCREENSHOTS.findall(top_cmake)
+    assert screenshots, "No EXTENSION_SCREENSHOTURLS found in CMakeLists.txt."
+    urls = screenshots[0].split()
+    assert urls, "EXTENSION_SCREENSHOTURLS is empty: the index requires at least one screenshot."
+    for url in urls:
+        _image_file(url)
+    assert any(ROOT.joinpath(candidate).is_file() for candidate in ("LICENSE", "LICENSE.txt", "COPYING"))
+
+
+def test_screenshots_are_real_small_and_listed_in_both_descriptions(top_cmake):
+    cmake_urls = cmake_set(top_cmake, "EXTENSION_SCREENSHOTURLS").split()
+    assert cmake_urls == s4ext_fields().get("screenshoturls", "").split()
+    paths = [_image_file(url) for url in cmake_urls]
+    assert {path.name for path in paths} == {"Panel.png", "BeforeAfter.png"}
+    for path in paths:
+        assert path.stat().st_size < MAX_SCREENSHOT_BYTES, f"{path.name} is over 300 KB: regenerate it smaller"
+        width, height = struct.unpack(">II", path.read_bytes()[16:24])
+        assert 300 <= width <= 2000 and 300 <= height <= 2000, f"{path.name} is {width} x {height}"
+    assert (ROOT / "Resources" / "make_screenshots.py").is_file()  # they can be regenerated
+
+
+def test_repository_stays_under_the_index_limit():
+    import subprocess
+
+    try:
+        listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,
+                                capture_output=True, check=True, timeout=60).stdout.split(b"\0")
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    size = sum((ROOT / name.decode()).stat().st_size for name in listed if name and (ROOT / name.decode()).is_file())
+    assert size < 100 * 2**20, f"the repository would be {size / 2**20:.0f} MB; the index allows 100 MB"

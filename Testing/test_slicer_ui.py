@@ -2,8 +2,9 @@
 
 The module file cannot run outside Slicer, so its contract with the .ui file is checked from both
 sides: the ``.ui`` loads with PySide6's QUiLoader (Slicer's custom widgets fall back to QWidget),
-every ``self.ui.<name>`` in the module source exists in it, and every widget bound to the
-parameter node (``SlicerParameterName``) has a field of a type that widget class can show.
+every ``self.ui.<name>`` in the module source (and in its package DiffCodeRestoreSlicerLib) exists in
+it, and every widget bound to the parameter node (``SlicerParameterName``; the node's class lives in
+DiffCodeRestoreSlicerLib/parameters.py) has a field of a type that widget class can show.
 """
 
 import ast
@@ -17,6 +18,8 @@ import pytest
 MODULE_DIR = Path(__file__).resolve().parents[1] / "DiffCodeRestore"
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "DiffCodeRestore.ui"
 MODULE_FILE = MODULE_DIR / "DiffCodeRestore.py"
+PARAMETERS_FILE = MODULE_DIR / "DiffCodeRestoreSlicerLib" / "parameters.py"
+SOURCES = [MODULE_FILE, *sorted((MODULE_DIR / "DiffCodeRestoreSlicerLib").glob("*.py"))]
 # Fields kept in sync by hand (the model list is filled at run time), not through SlicerParameterName.
 MANUAL_FIELDS = {"model"}
 # What Slicer's parameterNodeWrapper GUI connectors accept: widget class -> field kinds.
@@ -46,8 +49,8 @@ def ui_widgets():
 
 
 def parameter_fields():
-    """{field: kind} of the @parameterNodeWrapper class in the module source."""
-    tree = ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
+    """{field: kind} of the @parameterNodeWrapper class of the module."""
+    tree = ast.parse(PARAMETERS_FILE.read_text(encoding="utf-8"))
     enums = {node.name for node in tree.body if isinstance(node, ast.ClassDef)
              and any(ast.unparse(base).endswith("Enum") for base in node.bases)}
     wrapper = next(node for node in tree.body if isinstance(node, ast.ClassDef)
@@ -71,7 +74,7 @@ def parameter_fields():
 
 
 def used_widget_names():
-    return set(re.findall(r"self\.ui\.(\w+)", MODULE_FILE.read_text(encoding="utf-8")))
+    return {name for source in SOURCES for name in re.findall(r"self\.ui\.(\w+)", source.read_text(encoding="utf-8"))}
 
 
 @pytest.fixture(scope="module")

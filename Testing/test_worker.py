@@ -1,13 +1,16 @@
 """The worker process the Slicer module starts: real subprocesses, real files, a tiny random model.
 
 What a user would meet: progress lines while it runs, an output that appears complete or not at
-all, Cancel killing the whole process tree, and one clear line (plus a machine-readable kind)
-whenever something is wrong.
+all, Cancel that asks first (the worker stops cleanly and deletes partial downloads) and kills the
+whole process tree only after a short grace, never blocking the caller; no temporary copy of the
+patient volume left behind, and one clear line (plus a machine-readable kind) whenever something
+is wrong.
 """
 
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,11 +26,15 @@ from DiffCodeRestoreLib.worker import (
     EXIT_BAD_REQUEST,
     EXIT_CANCELLED,
     EXIT_ERROR,
+    OWNER_FILE,
+    UNOWNED_STALE_S,
+    WORKDIR_PREFIX,
     WorkerError,
     WorkerJob,
     WorkerRequest,
     format_event,
     parse_event,
+    sweep_stale_workdirs,
 )
 
 TIMEOUT = 120
@@ -252,3 +259,199 @@ def test_request_and_event_format():
         WorkerRequest(input="a", output="b", task="mri-sr", options={"sharpen": 1}).validate()
     with pytest.raises(ValueError, match="needs input, output"):
         WorkerRequest(task="mri-sr").validate()
+    units = WorkerRequest(input="a", output="b", task="pet-synthesis", options={"suv_factor": 2.5e-4, "hu_offset": 0})
+    assert units.validate().options == {"suv_factor": 2.5e-4, "hu_offset": 0}
+
+
+def wait_for(job, predicate, timeout=TIMEOUT):
+    """Poll ``job`` until ``predicate(events so far)``; returns the events."""
+    events = []
+    deadline = time.monotonic() + timeout
+    while not predicate(events):
+        assert time.monotonic() < deadline and not job.finished, (events, job.error_lines)
+        events += job.poll()
+        time.sleep(0.05)
+    return events
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM is POSIX")
+def test_cancel_asks_first_returns_at_once_and_the_worker_stops_cleanly(long_ct_file, tiny_weights, tmp_path):
+    output = tmp_path / "restored.nrrd"
+    job = WorkerJob(WorkerRequest(input=str(long_ct_file), output=str(output), task="ct-denoise",
+                                  model=str(tiny_weights), device="cpu")).start()
+    try:
+        events = wait_for(job, lambda seen: any(e["event"] == "progress" and e["done"] > 0 for e in seen))
+        started = time.monotonic()
+        job.cancel()
+        assert time.monotonic() - started < 0.5  # the GUI thread is never held up
+        assert job.wait(60) == EXIT_CANCELLED  # it stopped by itself: asked, not killed
+        events += job.poll()
+        assert events[-1]["event"] == "error" and events[-1]["kind"] == "cancelled"
+        with pytest.raises(WorkerError) as caught:
+            job.outcome()
+        assert caught.value.kind == "cancelled"
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        job.cleanup()
+    assert not job.workdir.exists()
+
+
+def group_gone(pgid, timeout=10.0):
+    """Whether the process group has no members left (killed orphans wait a moment for init to reap them)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+class StubbornWorker(WorkerJob):
+    """Ignores SIGTERM and has a child process: only the kill after the grace ends them."""
+
+    def command(self, request_path):
+        return [sys.executable, "-c", "import signal, subprocess, sys, time\n"
+                "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                "child = subprocess.Popen([sys.executable, '-c', 'import signal, time; "
+                "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)'])\n"
+                "print('DIFFCODE {\"event\": \"start\"}', flush=True)\n"
+                "time.sleep(60)\n"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="process groups are POSIX")
+def test_cancel_kills_the_tree_after_the_grace_when_the_worker_does_not_stop():
+    job = StubbornWorker(WorkerRequest(action="probe")).start()
+    try:
+        wait_for(job, lambda seen: bool(seen), timeout=30)
+        started = time.monotonic()
+        job.cancel(grace=0.5)
+        assert time.monotonic() - started < 0.2
+        time.sleep(0.3)
+        assert not job.finished  # still inside the grace: asked, not killed
+        while not job.finished:  # the polling escalates
+            assert time.monotonic() - started < 10
+            time.sleep(0.05)
+        assert job.returncode == -signal.SIGKILL
+        assert group_gone(job.process.pid)  # the child went too
+        with pytest.raises(WorkerError) as caught:
+            job.outcome()
+        assert caught.value.kind == "cancelled"
+    finally:
+        job.cleanup()
+    assert not job.workdir.exists()
+
+
+def test_a_worker_that_cannot_start_leaves_no_copy_of_the_input(tmp_path):
+    job = WorkerJob(WorkerRequest(action="probe"), python=str(tmp_path / "PythonSlicer-missing"))
+    Path(job.path("input.nrrd")).write_bytes(b"an uncompressed copy of the patient volume")
+    with pytest.raises(OSError):
+        job.start()
+    assert not job.workdir.exists()
+    bad = WorkerJob(WorkerRequest(action="restore", task="x-ray", input="a", output="b"))
+    with pytest.raises(ValueError, match="Unknown task"):
+        bad.start()
+    assert not bad.workdir.exists()
+
+
+class SlowHubServer:
+    """The test Hub, sending file bodies in small pieces with pauses (a slow connection)."""
+
+    def __new__(cls):
+        from hub_server import HubServer, _Handler
+
+        class SlowWriter:
+            def __init__(self, raw):
+                self.raw = raw
+
+            def write(self, data):
+                if len(data) < 4096:
+                    return self.raw.write(data)
+                for start in range(0, len(data), 8192):
+                    self.raw.write(data[start:start + 8192])
+                    self.raw.flush()
+                    time.sleep(0.02)
+                return len(data)
+
+            def __getattr__(self, name):
+                return getattr(self.raw, name)
+
+        class SlowHandler(_Handler):
+            def setup(self):
+                super().setup()
+                self.wfile = SlowWriter(self.wfile)
+
+        class Server(HubServer):
+            def start(self):
+                from http.server import ThreadingHTTPServer
+                import threading
+
+                handler = type("Handler", (SlowHandler,), {"hub": self})
+                self._server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+                self._server.daemon_threads = True
+                self.port = self._server.server_address[1]
+                threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+        return Server()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM is POSIX")
+def test_cancelled_download_leaves_no_partial_files(tiny_weights, tmp_path):
+    """Cancel in Slicer during a download: the worker is asked first, so huggingface_hub's
+    ``.incomplete`` files are deleted instead of staying in the cache."""
+    from DiffCodeRestoreLib import hub
+
+    server = SlowHubServer()
+    try:
+        commit = server.add_repo("diffcode-test/tiny", {p.name: p.read_bytes() for p in tiny_weights.iterdir()})
+        entry = hub.catalog_entry(tiny_weights, "tiny", "diffcode-test/tiny", commit, ["ct-denoise"], "Apache-2.0",
+                                  None)
+        hub.Catalog(tmp_path / "Models.json", "tiny", {"tiny": entry}).save()
+        cache = tmp_path / "hf-cache"
+        env = {**os.environ, "DIFFCODE_CATALOG": str(tmp_path / "Models.json"), "HF_ENDPOINT": server.endpoint,
+               "HF_HUB_CACHE": str(cache), "HF_HUB_DISABLE_XET": "1"}
+        job = WorkerJob(WorkerRequest(action="download"), env=env).start()
+        try:
+            wait_for(job, lambda seen: any(e["event"] == "progress" and 0 < e["done"] < entry.size for e in seen))
+            job.cancel()
+            assert job.wait(60) == EXIT_CANCELLED
+            with pytest.raises(WorkerError) as caught:
+                job.outcome()
+            assert caught.value.kind == "cancelled"
+        finally:
+            job.cleanup()
+        leftovers = [p.name for p in cache.rglob("*") if p.is_file() and p.name.endswith(".incomplete")]
+        assert leftovers == []
+    finally:
+        server.stop()
+
+
+def test_stale_job_folders_are_swept_and_live_ones_kept(tmp_path):
+    """A Slicer killed during a run leaves its job folder (a patient volume) in the temp folder."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+
+    def folder(name, owner=None, age=0.0):
+        path = tmp_path / name
+        path.mkdir()
+        (path / "input.nrrd").write_bytes(b"patient data")
+        if owner is not None:
+            (path / OWNER_FILE).write_text(json.dumps({"pid": owner}))
+        if age:
+            past = time.time() - age
+            os.utime(path, (past, past))
+        return path
+
+    of_dead = folder(WORKDIR_PREFIX + "dead", owner=dead.pid)
+    of_live = folder(WORKDIR_PREFIX + "live", owner=os.getpid())
+    old_unowned = folder(WORKDIR_PREFIX + "old", age=UNOWNED_STALE_S + 60)
+    new_unowned = folder(WORKDIR_PREFIX + "new")
+    unrelated = folder("other-dead", owner=dead.pid)
+    removed = sweep_stale_workdirs(str(tmp_path))
+    assert sorted(removed) == sorted([of_dead, old_unowned])
+    assert not of_dead.exists() and not old_unowned.exists()
+    assert of_live.exists() and new_unowned.exists() and unrelated.exists()
+    job = WorkerJob(WorkerRequest(action="probe"), workdir=str(tmp_path / (WORKDIR_PREFIX + "mine")))
+    assert sweep_stale_workdirs(str(tmp_path)) == [] and job.workdir.exists()  # this process's job is live
+    job.cleanup()

@@ -20,7 +20,11 @@ weights, no_gpu, out_of_memory, internal). SIGTERM/SIGINT cancel cleanly.
 
 The client side, ``WorkerJob``, is Qt-free: it starts the process in its own process group, reads
 its output on background threads, hands parsed events to whoever polls (the module polls from a
-QTimer, so the UI stays responsive) and kills the whole process tree on cancel.
+QTimer, so the UI stays responsive). Cancel asks first (SIGTERM to the process group, so the worker
+can delete half-downloaded files) and kills the whole process tree only if it is still running after
+a short grace; it never blocks, the polling escalates. The job's temporary folder (it holds an
+uncompressed copy of the patient volume) is always removed by ``cleanup``, also when the start
+fails, and ``sweep_stale_workdirs`` removes those left by a Slicer that was killed.
 """
 
 from __future__ import annotations
@@ -39,9 +43,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from .errors import CancelToken, one_line
+
 EVENT_PREFIX = "DIFFCODE "
 ACTIONS = ("restore", "download", "probe")
-OPTION_NAMES = ("scale", "steps", "fidelity", "seed", "samples", "self_ensemble", "tile_size")
+OPTION_NAMES = ("scale", "steps", "fidelity", "seed", "samples", "self_ensemble", "tile_size", "suv_factor",
+                "hu_offset")
 EXIT_OK, EXIT_ERROR, EXIT_BAD_REQUEST, EXIT_CANCELLED = 0, 1, 2, 130
 ERROR_KINDS = ("input", "weights", "no_gpu", "out_of_memory", "cancelled", "internal")
 PACKAGE_PARENT = Path(__file__).resolve().parent.parent  # the folder that holds DiffCodeRestoreLib
@@ -132,19 +139,6 @@ def emit(event: str, **fields: Any) -> None:
 # The worker side
 
 
-class _CancelToken:
-    """Set by SIGTERM/SIGINT; the pipeline checks it between batches, the download per chunk."""
-
-    def __init__(self) -> None:
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-    def __bool__(self) -> bool:
-        return self.cancelled
-
-
 def _classify(error: BaseException) -> str:
     from .errors import WeightsError
     from .volume_io import VolumeError
@@ -168,11 +162,6 @@ def _classify(error: BaseException) -> str:
     return "internal"
 
 
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
-
-
 def _probe() -> None:
     """Report what hardware torch sees, for the module's device selector."""
     import torch
@@ -193,16 +182,17 @@ def _byte_progress(done: int, total: int) -> None:
          message=f"downloading weights: {done / 2**20:.1f} of {total / 2**20:.1f} MB", done=done, total=total)
 
 
-def _download(request: WorkerRequest, cancel: _CancelToken) -> None:
+def _download(request: WorkerRequest, cancel: CancelToken) -> None:
     from .hub import resolve
 
-    weights = resolve(request.model, progress=_byte_progress, cancel=cancel)
+    weights = resolve(request.model, progress=_byte_progress, cancel=cancel,
+                      message=lambda text: emit("warning", message=text))
     emit("done", model=weights.name, folder=str(weights.folder), source=weights.source, sha256=weights.sha256)
 
 
-def _restore(request: WorkerRequest, cancel: _CancelToken) -> None:
+def _restore(request: WorkerRequest, cancel: CancelToken) -> None:
     from .pipeline import DiffCodePipeline, RestoreCancelled
-    from .volume_io import read_volume, write_volume
+    from .volume_io import read_volume, write_volumes
 
     image = read_volume(request.input)
     emit("status", message="loading the model")
@@ -220,19 +210,20 @@ def _restore(request: WorkerRequest, cancel: _CancelToken) -> None:
         result = pipeline(image, task=request.task, progress=on_progress, cancel=cancel, **request.options)
     except RestoreCancelled:
         raise KeyboardInterrupt from None
-    if cancel:
+    if cancel.cancelled:
         raise KeyboardInterrupt
-    write_volume(result.image, request.output, metadata=result.metadata, overwrite=True)
+    outputs = [(result.image, request.output, result.metadata)]
     uncertainty = None
     if request.uncertainty_output and result.uncertainty is not None:
-        uncertainty = str(write_volume(result.uncertainty, request.uncertainty_output, metadata=result.metadata,
-                                       overwrite=True))
+        uncertainty = request.uncertainty_output
+        outputs.append((result.uncertainty, uncertainty, {**result.metadata, "map": "uncertainty (std)"}))
+    write_volumes(outputs, overwrite=True)  # one unit: the result never without its uncertainty map
     emit("done", output=request.output, uncertainty=uncertainty, metadata=result.metadata)
 
 
 def run(request: WorkerRequest) -> int:
     """Carry out one request in this process; return the exit code (events go to stdout)."""
-    cancel = _CancelToken()
+    cancel = CancelToken()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: cancel.cancel())
     emit("start", action=request.action, pid=os.getpid())
@@ -244,13 +235,16 @@ def run(request: WorkerRequest) -> int:
         return EXIT_CANCELLED
     except Exception as error:  # every failure ends as one line, never a traceback
         kind = "cancelled" if type(error).__name__ == "DownloadCancelled" else _classify(error)
-        message = _first_line(error)
+        message = one_line(error)
         emit("error", kind=kind, message=message)
         print(f"DiffCode Restore: {message}", file=sys.stderr, flush=True)
         return EXIT_CANCELLED if kind == "cancelled" else EXIT_ERROR
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from .runtime import configure_own_process
+
+    configure_own_process()
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) != 1:
         print("usage: python -m DiffCodeRestoreLib.worker REQUEST.json", file=sys.stderr)
@@ -258,7 +252,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         request = WorkerRequest.from_json(Path(argv[0]).read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        print(f"DiffCode Restore: bad request {argv[0]}: {_first_line(error)}", file=sys.stderr, flush=True)
+        print(f"DiffCode Restore: bad request {argv[0]}: {one_line(error)}", file=sys.stderr, flush=True)
         return EXIT_BAD_REQUEST
     return run(request)
 
@@ -266,26 +260,115 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 # ----------------------------------------------------------------------------------------------------
 # The client side
 
+WORKDIR_PREFIX = "diffcode-"
+OWNER_FILE = "owner.json"  # in each job folder: the process that made it, for the stale-folder sweep
+CANCEL_GRACE_S = 5.0  # SIGTERM first; killed if still running this long after
+CLEANUP_GRACE_S = 2.0  # shorter when Slicer closes the module or quits: the user is waiting
+UNOWNED_STALE_S = 24 * 3600.0  # folders without an owner file (older versions) are swept after a day
+
+
+def _signal_group(process: "subprocess.Popen", signum: int) -> None:
+    """Send ``signum`` to the worker's process group (the worker leads it; launchers spawn children)."""
+    try:
+        os.killpg(process.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def terminate_process_tree(process: "subprocess.Popen") -> None:
+    """Ask a worker started by ``WorkerJob`` (and its children) to stop: it cancels cleanly on SIGTERM.
+
+    On Windows, where a console-less process cannot be sent a catchable signal, this kills at once.
+    """
+    if os.name == "nt":
+        kill_process_tree(process)
+    else:
+        _signal_group(process, signal.SIGTERM)
+
 
 def kill_process_tree(process: "subprocess.Popen") -> None:
-    """Kill a worker started by ``WorkerJob`` and everything it started (launchers spawn children)."""
-    if process.poll() is not None:
-        return
+    """Kill a worker started by ``WorkerJob`` and everything it started (launchers spawn children).
+
+    The group is signalled even when the leader has already exited: a launcher (PythonSlicer) can
+    die on SIGTERM while its Python child is still running.
+    """
     if os.name == "nt":
-        subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True, check=False)
+        if process.poll() is None:
+            subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True, check=False)
     else:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)  # the worker leads its own process group
-        except ProcessLookupError:
-            pass
+        _signal_group(process, signal.SIGKILL)
     process.wait()
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (without signalling it: on Windows os.kill would end it)."""
+    if pid <= 0:
+        return False
+    if os.name == "nt":
+        import ctypes
+
+        kernel32 = ctypes.windll.kernel32
+        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return False
+        try:
+            code = ctypes.c_ulong()
+            kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
+            return code.value == 259  # STILL_ACTIVE
+        finally:
+            kernel32.CloseHandle(handle)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def sweep_stale_workdirs(tempdir: Optional[str] = None, now: Optional[float] = None) -> List[Path]:
+    """Delete job folders whose owner process is gone (Slicer crashed or was killed during a run).
+
+    Why: such a folder holds an uncompressed copy of a patient volume in the shared temp folder.
+    A folder whose owner still runs (another Slicer, a restore in progress) is left alone; one
+    without an owner file (made by an older version) only once it is a day old. Returns the
+    folders removed.
+    """
+    base = Path(tempdir or tempfile.gettempdir())
+    now = time.time() if now is None else now
+    removed = []
+    try:
+        candidates = [path for path in base.iterdir() if path.name.startswith(WORKDIR_PREFIX)]
+    except OSError:
+        return removed
+    for folder in candidates:
+        try:
+            if folder.is_symlink() or not folder.is_dir():
+                continue
+            owner_file = folder / OWNER_FILE
+            if owner_file.is_file():
+                try:
+                    owner = json.loads(owner_file.read_text(encoding="utf-8"))
+                    stale = not pid_alive(int(owner["pid"]))
+                except (OSError, ValueError, KeyError, TypeError):
+                    stale = now - folder.stat().st_mtime > UNOWNED_STALE_S
+            else:
+                stale = now - folder.stat().st_mtime > UNOWNED_STALE_S
+        except OSError:
+            continue
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
+            if not folder.exists():
+                removed.append(folder)
+    return removed
+
+
 class WorkerJob:
-    """One worker process: ``start``, then ``poll`` for events until ``finished``; ``cancel`` kills it.
+    """One worker process: ``start``, then ``poll`` for events until ``finished``; ``cancel`` stops it.
 
     The job owns a temporary folder (``workdir``) for the request and the files exchanged with the
-    worker; ``cleanup`` removes it. ``python`` is the interpreter to run (in Slicer: PythonSlicer).
+    worker; ``cleanup`` removes it (``start`` removes it itself when the worker cannot be started).
+    ``python`` is the interpreter to run (in Slicer: PythonSlicer).
     """
 
     def __init__(self, request: WorkerRequest, python: Optional[str] = None, env: Optional[Dict[str, str]] = None,
@@ -293,7 +376,9 @@ class WorkerJob:
         self.request = request
         self.python = python or sys.executable
         self.env = dict(os.environ if env is None else env)
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="diffcode-"))
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / OWNER_FILE).write_text(json.dumps({"pid": os.getpid()}), encoding="utf-8")
         self.process: Optional[subprocess.Popen] = None
         self.cancelled = False
         self.error_lines: List[str] = []
@@ -302,6 +387,7 @@ class WorkerJob:
         self.error: Optional[Dict[str, Any]] = None
         self._queue: "queue.Queue[Optional[Dict[str, Any]]]" = queue.Queue()
         self._readers: List[threading.Thread] = []
+        self._kill_at: Optional[float] = None  # set by cancel: when the grace ends
 
     def path(self, name: str) -> str:
         """A path inside the job's folder, for files passed to or from the worker."""
@@ -311,6 +397,14 @@ class WorkerJob:
         return [self.python, "-m", "DiffCodeRestoreLib.worker", request_path]
 
     def start(self) -> "WorkerJob":
+        """Start the worker; if that fails, the job folder (with any input copy) is removed first."""
+        try:
+            return self._start()
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def _start(self) -> "WorkerJob":
         request_path = self.path("request.json")
         Path(request_path).write_text(self.request.validate().to_json(), encoding="utf-8")
         env = dict(self.env)
@@ -351,8 +445,17 @@ class WorkerJob:
             if line.strip():
                 self.error_lines.append(line.rstrip())
 
+    def _escalate(self) -> None:
+        """Kill the process tree once the grace after ``cancel`` is over and it is still running."""
+        if self._kill_at is None or self.process is None or time.monotonic() < self._kill_at:
+            return
+        if self.process.poll() is None or any(reader.is_alive() for reader in self._readers):
+            kill_process_tree(self.process)
+        self._kill_at = None
+
     def poll(self) -> List[Dict[str, Any]]:
         """Events received since the last call (never blocks)."""
+        self._escalate()
         events = []
         while True:
             try:
@@ -363,6 +466,7 @@ class WorkerJob:
     @property
     def finished(self) -> bool:
         """The process has exited and all its output has been read."""
+        self._escalate()
         if self.process is None or self.process.poll() is None:
             return False
         return not any(reader.is_alive() for reader in self._readers)
@@ -371,11 +475,21 @@ class WorkerJob:
     def returncode(self) -> Optional[int]:
         return None if self.process is None else self.process.poll()
 
-    def cancel(self) -> None:
-        """Kill the worker and its children at once; no output file is left complete."""
+    @property
+    def running(self) -> bool:
+        return self.process is not None and not self.finished
+
+    def cancel(self, grace: float = CANCEL_GRACE_S) -> None:
+        """Ask the worker to stop (it deletes partial files and writes no output) and return at once.
+
+        If it is still running ``grace`` seconds later, the next ``poll``/``finished``/``wait``/
+        ``cleanup`` kills its process tree. A second cancel does not extend the grace.
+        """
         self.cancelled = True
-        if self.process is not None:
-            kill_process_tree(self.process)
+        if self.process is None or self._kill_at is not None or self.process.poll() is not None:
+            return
+        self._kill_at = time.monotonic() + max(0.0, grace)
+        terminate_process_tree(self.process)
 
     def wait(self, timeout: Optional[float] = None) -> int:
         """Block until the worker has exited and its output is read; return the exit code."""
@@ -397,11 +511,21 @@ class WorkerJob:
         last = (self.error_lines or self.log_lines or [f"the worker exited with code {self.returncode}"])[-1]
         raise WorkerError(last, "internal")
 
-    def cleanup(self) -> None:
-        """Kill the worker if still running and delete the job's folder (input/output copies)."""
-        if self.process is not None and self.process.poll() is None:
-            kill_process_tree(self.process)
-        shutil.rmtree(self.workdir, ignore_errors=True)
+    def cleanup(self, grace: float = CLEANUP_GRACE_S) -> None:
+        """Stop the worker if still running (asked first, killed after ``grace`` s; this blocks at most
+        that long) and delete the job's folder (input/output copies), whatever happened before."""
+        try:
+            if self.process is not None and not self.finished:
+                self.cancel(grace)
+                deadline = time.monotonic() + max(0.0, grace)
+                while not self.finished and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                if not self.finished:
+                    kill_process_tree(self.process)
+                for reader in self._readers:
+                    reader.join(timeout=1.0)
+        finally:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
