@@ -220,17 +220,17 @@ def test_batch_with_a_bad_node_stops_before_any_work(scene, files, pipeline):
 
 def test_suggest_task_uses_dicom_modality_units_name_then_intensities(scene, files):
     ct = load(scene, files / "ct.nrrd", "series 1")
-    assert mrml.suggest_task(ct) == ("ct-denoise", mrml.suggest_task(ct).reason)
+    assert mrml.suggest_task(ct).task == "ct-denoise" and mrml.suggest_task(ct).certain
     assert "Hounsfield" in mrml.suggest_task(ct).reason
     shNode = scene.GetSubjectHierarchyNode()
     shNode.SetItemAttribute(shNode.CreateItem(in_study(scene, ct), ct), "DICOM.Modality", "PT")
-    assert mrml.suggest_task(ct) == ("pet-synthesis", "DICOM modality PT")
+    assert mrml.suggest_task(ct) == ("pet-synthesis", "DICOM modality PT", True)
     mri = load(scene, files / "mri.nii.gz", "series 2")
     assert mrml.suggest_task(mri).task == "mri-sr"
     pet = load(scene, files / "pet.mha", "series 3")
     assert mrml.suggest_task(pet).task == "pet-synthesis"
     pet.SetName("CT attenuation map")
-    assert mrml.suggest_task(pet) == ("ct-denoise", "volume name 'CT attenuation map'")
+    assert mrml.suggest_task(pet) == ("ct-denoise", "volume name 'CT attenuation map'", True)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -249,6 +249,9 @@ def _empty_volume(scene):
 BAD_NODES = {
     "label map": (lambda scene, files: load(scene, files / "labels.nrrd", "tissue labels", label_map=True),
                   "'tissue labels' is a label map"),
+    # the same labels loaded as a scalar volume: the command line's rule (input_rules) refuses it too
+    "label map loaded as scalar volume": (lambda scene, files: load(scene, files / "labels.nrrd", "tissue classes"),
+                                          "'tissue classes' looks like a label map or mask"),
     "vector/RGB": (lambda scene, files: load(scene, files / "vector.nrrd", "colour scan"),
                    "'colour scan' is a vector/RGB"),
     "empty": (lambda scene, files: _empty_volume(scene), "'empty scan' is empty"),

@@ -16,11 +16,12 @@ from typing import Optional, Union
 
 import torch
 
+from .options import MIN_TILE  # the tile rules live with the other option checks (no torch needed there)
+
 DEVICES = ("auto", "cuda", "mps", "cpu")
 CPU_PIXELS_PER_CALL = 1 << 19  # input pixels per model call on the CPU: 2 slices of 512 x 512 (cache-friendly)
 DEFAULT_TILE = {"cpu": 1024, "cuda": 1024, "mps": 512}
 GPU_MEMORY_SHARE = 0.6  # of free GPU memory one model call may plan to use (the rest: fragmentation, other work)
-MIN_TILE = 256  # must exceed twice the tile context plus the blend band (pipeline.py)
 
 
 def mps_available() -> bool:
@@ -99,17 +100,31 @@ def describe(device: torch.device) -> str:
     return device.type
 
 
-def configure_cpu_threads(threads: Optional[int] = None) -> int:
-    """Use every core the process may run on (intra-op), one inter-op thread: slices are batched."""
+def cpu_thread_count(threads: Optional[int] = None) -> int:
+    """Every core the process may run on (intra-op threads), unless ``threads`` says otherwise."""
     if threads is None:
         try:
             threads = len(os.sched_getaffinity(0))
         except AttributeError:  # macOS / Windows
             threads = os.cpu_count() or 1
-    threads = max(1, int(threads))
-    if torch.get_num_threads() != threads:
+    return max(1, int(threads))
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: Optional[int]):
+    """Run the block with ``threads`` torch threads, then give the host its own setting back.
+
+    torch's thread count is global to the process: set for good, it would change Slicer's (or a
+    notebook's) torch for everything else it runs. ``None`` leaves it as it is.
+    """
+    before = torch.get_num_threads()
+    if threads is not None and threads != before:
         torch.set_num_threads(threads)
-    return threads
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def is_out_of_memory(error: BaseException) -> bool:

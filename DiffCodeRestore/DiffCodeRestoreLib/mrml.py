@@ -24,9 +24,8 @@ Batch use from Slicer's Python console (in Slicer's process; the panel uses a wo
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -34,7 +33,9 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from .tasks import TASKS, get_task
+from . import input_rules
+from .input_rules import TaskSuggestion, check_not_label_map
+from .tasks import get_task
 from .volume_io import VolumeError
 
 ATTRIBUTE_PREFIX = "DiffCode."
@@ -49,11 +50,6 @@ _SAMPLE_VOXELS = 1_000_000
 
 class VolumeNodeError(ValueError):
     """A node that cannot be restored (or used as output/reference); the message names it."""
-
-
-class TaskSuggestion(NamedTuple):
-    task: str
-    reason: str
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -89,6 +85,10 @@ def check_input_node(node) -> None:
         raise VolumeNodeError(f"Volume {label} has no image data: load or compute its voxels first.")
     if min(image.GetDimensions()) < 1 or image.GetNumberOfPoints() == 0:
         raise VolumeNodeError(f"Volume {label} is empty (dimensions {image.GetDimensions()}).")
+    try:  # a label map loaded as a scalar volume: the same rule as the command line's
+        check_not_label_map(_voxels(node), f"Volume {label}")
+    except VolumeError as error:
+        raise VolumeNodeError(str(error)) from None
 
 
 def check_output_node(output_node, input_node) -> None:
@@ -182,34 +182,10 @@ def _units_code(node) -> str:
 
 
 def suggest_task(node) -> TaskSuggestion:
-    """The task a volume most likely needs, and why: DICOM modality, units, name, then intensities.
-
-    The intensity rule: air near -1000 means CT in Hounsfield units; non-negative floating-point
-    values below ~50 look like SUV (PET); anything else is taken for MRI. The user can override it.
-    """
+    """The task a volume most likely needs, and why (``input_rules.suggest_task``, the command line's
+    ``--task auto`` rule): DICOM modality, units, name, then intensities. The user can override it."""
     check_input_node(node)
-    modality = dicom_modality(node)
-    for spec in TASKS.values():
-        if modality == spec.modality:
-            return TaskSuggestion(spec.name, f"DICOM modality {modality}")
-    units = _units_code(node).lower()
-    if "hnsf" in units or "hounsfield" in units:
-        return TaskSuggestion("ct-denoise", "voxel units are Hounsfield units")
-    if "suv" in units or "bq" in units:
-        return TaskSuggestion("pet-synthesis", "voxel units are SUV / Bq/ml")
-    name = node.GetName() or ""
-    for task, pattern in (("pet-synthesis", r"\b(PET|PT|SUV\w*|FDG)\b"), ("ct-denoise", r"\b(CT|CTA|LDCT)\b"),
-                          ("mri-sr", r"\b(MRI?|T1\w*|T2\w*|FLAIR|PD|DWI|MPRAGE)\b")):
-        if re.search(pattern, name, flags=re.IGNORECASE):
-            return TaskSuggestion(task, f"volume name {name!r}")
-    voxels = _voxels(node).ravel()
-    sample = voxels[:: max(1, voxels.size // _SAMPLE_VOXELS)].astype(np.float64)
-    low, high = np.percentile(sample, [0.5, 99.9])
-    if low <= -500:
-        return TaskSuggestion("ct-denoise", f"intensities reach {low:.0f} (air in Hounsfield units)")
-    if voxels.dtype.kind == "f" and low >= 0 and high <= 50:
-        return TaskSuggestion("pet-synthesis", f"non-negative values up to {high:.3g}, like SUV")
-    return TaskSuggestion("mri-sr", "non-negative intensities without Hounsfield air: assumed MRI")
+    return input_rules.suggest_task(_voxels(node), dicom_modality(node), _units_code(node), node.GetName() or "")
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -33,52 +33,34 @@ from __future__ import annotations
 
 import datetime
 import math
-import os
-import threading
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-# OpenMP threads that wait by spinning steal the cores they wait for when other programs share the
-# machine (measured: 2.3x slower on a busy 2-core CPU). Read once, when torch loads OpenMP, so it is
-# set before torch is imported; a user's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import numpy as np  # noqa: E402
-import SimpleITK as sitk  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import SimpleITK as sitk
+import torch
 
 from . import __version__
 from . import device as devices
+from .errors import CancelToken  # noqa: F401  (re-exported: the pipeline's public API takes it)
 from .hub import Catalog, ResolvedWeights, resolve
+from .input_rules import IntensityConversion, choose_task, input_conversion
+from .options import TILE_BLEND, TILE_CONTEXT, RestoreOptions, check_restore_options
 from .self_ensemble import VIEWS, ensemble_mean
-from .tasks import TaskSpec, denormalize, get_task, intensity_scale, normalize
-from .volume_io import VolumeError, check_volume, image_from_array
+from .tasks import TaskSpec, denormalize, intensity_scale, network_range, normalize
+from .volume_io import DICOM_MODALITY_TAG, READER_PREFIX, VolumeError, check_volume, image_from_array
 
 Progress = Callable[[int, int], None]
 Message = Callable[[str], None]
-SR_SCALES = (1, 2, 4)
 MRI_SCALE_SAMPLE = 1 << 22  # voxels used for the robust MRI percentile (a regular subsample)
-DEFAULT_CONTEXT = 64  # pixels at a tile's inner edges that are computed but never used (> receptive field)
-DEFAULT_BLEND = 32  # width of the cross-fade between neighbouring tiles
-MAX_SAMPLES = 64
 
 
 class RestoreCancelled(Exception):
     """Restoration stopped by its cancel token; nothing was written."""
 
 
-class CancelToken:
-    """Thread-safe flag: call ``cancel()`` from anywhere; the pipeline stops before its next batch."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def cancel(self) -> None:
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
+class NonFiniteResult(RuntimeError):
+    """The model produced NaN or infinity even in float32; nothing is returned."""
 
 
 @dataclass
@@ -184,15 +166,16 @@ class DiffCodePipeline:
     """A loaded model on a device, ready to restore volumes (see the module docstring)."""
 
     def __init__(self, model, weights: ResolvedWeights, device: torch.device,
-                 message: Optional[Message] = None, precision: str = "auto") -> None:
+                 message: Optional[Message] = None, precision: str = "auto", threads: Optional[int] = None) -> None:
         self.model = model.to(memory_format=torch.channels_last)  # measured 1.2x faster convolutions on the CPU
         self.weights = weights
         self.device = device
         self.message = message or (lambda text: None)
-        self.context = DEFAULT_CONTEXT
-        self.blend = DEFAULT_BLEND
+        self.context = TILE_CONTEXT
+        self.blend = TILE_BLEND
         self.precision_name = precision
         self.precision = devices.resolve_precision(device, precision)  # None: float32
+        self.threads = devices.cpu_thread_count(threads) if device.type == "cpu" else None
         self._bytes_per_pixel: Optional[float] = None
 
     @classmethod
@@ -219,24 +202,24 @@ class DiffCodePipeline:
 
         target = devices.resolve_device(device)
         devices.resolve_precision(target, precision)  # reject a bad name before any download
-        if target.type == "cpu":
-            devices.configure_cpu_threads(threads)
         weights = resolve(model, catalog=catalog, allow_download=allow_download, progress=progress,
-                          cancel=cancel, show_progress=show_progress)
+                          cancel=cancel, show_progress=show_progress, message=message)
         network = DiffCodeModel.from_pretrained(weights.folder, device=target, dtype=torch.float32)
-        return cls(network, weights, target, message, precision)
+        return cls(network, weights, target, message, precision, threads)
 
     # -- public call ----------------------------------------------------------------------------
     def __call__(
         self,
         image: Union[sitk.Image, np.ndarray],
-        task: str,
+        task: Optional[str] = None,
         scale: int = 1,
         steps: Optional[int] = None,
         fidelity: Optional[float] = None,
         seed: int = 0,
         samples: int = 1,
         self_ensemble: bool = False,
+        suv_factor: Optional[float] = None,
+        hu_offset: Optional[float] = None,
         progress: Optional[Progress] = None,
         cancel: Optional[CancelToken] = None,
         spacing: Optional[Sequence[float]] = None,
@@ -247,35 +230,58 @@ class DiffCodePipeline:
     ) -> RestoreResult:
         """Restore ``image`` for ``task``; see the module docstring for what happens to it.
 
+        ``task`` None (or "auto") takes the task from the image (DICOM modality, then intensities, as
+        the Slicer panel suggests it) when that is certain, else asks for it (``VolumeError``).
+
         ``progress(done, total)`` counts slices (times samples); ``cancel`` stops within one batch
         with ``RestoreCancelled``. A NumPy array is indexed like ``SimpleITK.GetArrayFromImage``
         with spacing/origin/direction in SimpleITK's (i, j, k) order. ``self_ensemble`` averages the
         8 flips and 90-degree rotations of every slice (8x the time; see ``self_ensemble.py``).
+        ``suv_factor`` (PET stored in Bq/mL) and ``hu_offset`` (CT stored as HU+1024: -1024) say how
+        the voxels relate to the task's units when the file does not (see ``input_rules.py``).
         """
-        options = self._check_options(get_task(task), scale, steps, fidelity, seed, samples, batch_size, tile_size,
-                                      self_ensemble)
         image = _as_image(image, spacing, origin, direction)
-        axis = slice_axis(image)
         volume = sitk.GetArrayViewFromImage(image)
         volume = volume[None] if volume.ndim == 2 else volume
+        modality = image.GetMetaData(DICOM_MODALITY_TAG) if image.HasMetaDataKey(DICOM_MODALITY_TAG) else None
+        choice = choose_task(task, volume, modality)
+        options = self._check_options(choice.task, scale, steps, fidelity, seed, samples, batch_size, tile_size,
+                                      self_ensemble, suv_factor, hu_offset)
+        axis = slice_axis(image)
+        facts = {key: image.GetMetaData(key) for key in image.GetMetaDataKeys() if key.startswith(READER_PREFIX)}
+        conversion = input_conversion(volume, options.spec.name, facts, options.suv_factor, options.hu_offset)
         slices = np.moveaxis(volume, 2 - axis, 0)  # (N, rows, cols), a view: nothing is copied
 
-        size, out_spacing, out_origin = super_resolution_geometry(image, axis, scale)
+        size, out_spacing, out_origin = super_resolution_geometry(image, axis, options.scale)
         out_volume = np.empty((1,) * (3 - len(size)) + tuple(reversed(size)), _output_dtype(options.spec, volume.dtype))
-        spread = np.empty(out_volume.shape, np.float32) if samples > 1 else None
-        self._stream(options, slices, np.moveaxis(out_volume, 2 - axis, 0),
-                     None if spread is None else np.moveaxis(spread, 2 - axis, 0),
-                     volume_intensity(options.spec, volume), batch_size, tile_size, progress, cancel)
+        spread = np.empty(out_volume.shape, np.float32) if options.samples > 1 else None
+        with devices.cpu_threads(self.threads if self.device.type == "cpu" else None):
+            self._stream(options, conversion, slices, np.moveaxis(out_volume, 2 - axis, 0),
+                         None if spread is None else np.moveaxis(spread, 2 - axis, 0),
+                         volume_intensity(options.spec, volume, conversion), batch_size, tile_size, progress, cancel)
 
         result = _to_image(out_volume, image, out_spacing, out_origin)
         uncertainty = _to_image(spread, image, out_spacing, out_origin) if spread is not None else None
-        return RestoreResult(result, uncertainty, self.provenance(options))
+        metadata = self.provenance(options)
+        if task in (None, "auto"):
+            metadata["task_reason"] = choice.reason
+        if not conversion.identity:
+            metadata["intensity_conversion"] = conversion.note
+        return RestoreResult(result, uncertainty, metadata)
 
-    def _stream(self, options: "_Options", slices: np.ndarray, out_slices: np.ndarray,
-                spread_slices: Optional[np.ndarray], intensity: Tuple[float, float], batch_size: Optional[int],
-                tile_size: Optional[int], progress: Optional[Progress], cancel: Optional[CancelToken]) -> None:
-        """Batches of slices: read, normalise, restore, scale back, write into the output views."""
+    def _stream(self, options: RestoreOptions, conversion: IntensityConversion, slices: np.ndarray,
+                out_slices: np.ndarray, spread_slices: Optional[np.ndarray], intensity: Tuple[float, float],
+                batch_size: Optional[int], tile_size: Optional[int], progress: Optional[Progress],
+                cancel: Optional[CancelToken]) -> None:
+        """Batches of slices: read, convert to task units, normalise, restore, scale back, write into the outputs.
+
+        Voxels outside the range the network represents (``tasks.network_range``: CT padding or metal,
+        a hot PET bladder, an MRI spike) are clipped on the way in, so that they cannot spread through
+        the slice, and keep their input value on the way out (for MRI super-resolution: over their
+        block of the finer grid); every other output voxel stays inside that range.
+        """
         spec, (offset, norm_scale) = options.spec, intensity
+        low, high = network_range(spec.name, offset, norm_scale)
         rows, cols = out_slices.shape[1:]
         padded = (_round_up(rows, self.model.size_multiple), _round_up(cols, self.model.size_multiple))
         plan = devices.plan_work(self.device, padded, batch_size, tile_size, self._bytes_per_pixel)
@@ -286,16 +292,17 @@ class DiffCodePipeline:
         with torch.inference_mode():
             while start < slices.shape[0]:
                 stop = min(slices.shape[0], start + plan.batch)
-                batch = self._prepare(options, slices[start:stop], offset, norm_scale)
+                source = conversion.to_task_units(slices[start:stop])
+                batch = self._prepare(options, np.clip(source, low, high), offset, norm_scale)
                 try:
                     mean, std = self._restore_batch(batch, options, start, plan, cancel)
                 except _Retry:
                     continue  # out of memory: the plan is smaller now, run the same slices again
-                restored = denormalize(spec.name, mean[:, :rows, :cols], offset, norm_scale)
-                if spec.norm_range is not None and options.scale == 1:  # what the network cannot represent stays
-                    source = slices[start:stop]
-                    restored = np.where((source < spec.norm_range[0]) | (source > spec.norm_range[1]), source, restored)
-                out_slices[start:stop] = _cast(restored, out_slices.dtype)
+                restored = np.clip(denormalize(spec.name, mean[:, :rows, :cols], offset, norm_scale), low, high)
+                outside = (source < low) | (source > high)
+                if outside.any():  # what the network cannot represent stays as it was
+                    restored = np.where(_blocks(outside, options.scale), _blocks(source, options.scale), restored)
+                out_slices[start:stop] = _cast(conversion.to_stored_units(restored), out_slices.dtype)
                 if spread_slices is not None:
                     spread_slices[start:stop] = std[:, :rows, :cols] * norm_scale
                 done, start = done + (stop - start) * options.samples, stop
@@ -307,35 +314,17 @@ class DiffCodePipeline:
                     plan.batch, plan.tile = replanned.batch, replanned.tile
 
     # -- pieces ---------------------------------------------------------------------------------
-    def _check_options(self, spec: TaskSpec, scale, steps, fidelity, seed, samples, batch_size,
-                       tile_size, self_ensemble) -> "_Options":
+    def _check_options(self, task: str, scale, steps, fidelity, seed, samples, batch_size, tile_size,
+                       self_ensemble, suv_factor=None, hu_offset=None) -> RestoreOptions:
+        """``options.check_restore_options`` with this model's limits and defaults."""
         config = self.model.config
-        if scale not in SR_SCALES:
-            raise ValueError(f"scale must be one of {', '.join(map(str, SR_SCALES))}, not {scale!r}.")
-        if scale != 1 and spec.name != "mri-sr":
-            raise ValueError(f"scale {scale} is for MRI super-resolution only; use scale 1 for {spec.name}.")
-        steps = config.default_steps if steps is None else int(steps)
-        limit = getattr(config, "diffusion_timesteps", steps)
-        if not 1 <= steps <= limit:
-            raise ValueError(f"steps must be between 1 and {limit}, not {steps}.")
-        fidelity = config.default_fidelity if fidelity is None else float(fidelity)
-        if not 0.0 <= fidelity <= 1.0:
-            raise ValueError(f"fidelity must be between 0 and 1, not {fidelity}.")
-        if not 1 <= int(samples) <= MAX_SAMPLES:
-            raise ValueError(f"samples must be between 1 and {MAX_SAMPLES}, not {samples}.")
-        if int(seed) < 0:
-            raise ValueError(f"seed must be a non-negative integer, not {seed}.")
-        if batch_size is not None and int(batch_size) < 1:
-            raise ValueError(f"batch size must be at least 1, not {batch_size}.")
-        smallest = max(devices.MIN_TILE, 2 * self.context + self.blend + self.model.size_multiple)
-        if tile_size is not None and (int(tile_size) < smallest or int(tile_size) % self.model.size_multiple):
-            raise ValueError(f"tile size must be a multiple of {self.model.size_multiple} and at least "
-                             f"{smallest}, not {tile_size}.")
-        if not isinstance(self_ensemble, bool):
-            raise ValueError(f"self_ensemble must be true or false, not {self_ensemble!r}.")
-        return _Options(spec, int(scale), steps, fidelity, int(seed), int(samples), self_ensemble)
+        return check_restore_options(
+            task, scale, steps, fidelity, seed, samples, self_ensemble, batch_size, tile_size, suv_factor, hu_offset,
+            max_steps=getattr(config, "diffusion_timesteps", None) if getattr(config, "diffusion", True) else None,
+            default_steps=config.default_steps, default_fidelity=config.default_fidelity,
+            size_multiple=self.model.size_multiple)
 
-    def _prepare(self, options: "_Options", source: np.ndarray, offset: float, norm_scale: float) -> np.ndarray:
+    def _prepare(self, options: RestoreOptions, source: np.ndarray, offset: float, norm_scale: float) -> np.ndarray:
         """Normalised float32 slices, upsampled for MRI SR, padded (reflection) to the model stride."""
         batch = np.asarray(source, dtype=np.float32)
         if options.scale > 1:
@@ -348,7 +337,7 @@ class DiffCodePipeline:
             batch = np.pad(batch, ((0, 0), (0, pad_rows), (0, pad_cols)), mode="symmetric")
         return np.ascontiguousarray(batch)
 
-    def _restore_batch(self, batch: np.ndarray, options: "_Options", first_index: int, plan: devices.WorkPlan,
+    def _restore_batch(self, batch: np.ndarray, options: RestoreOptions, first_index: int, plan: devices.WorkPlan,
                        cancel: Optional[CancelToken]) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         """Mean and std over samples of the restored, still normalised batch (N, rows, cols)."""
         total = np.zeros(batch.shape, np.float64)
@@ -365,7 +354,7 @@ class DiffCodePipeline:
         std = np.sqrt(np.maximum(squares / options.samples - mean * mean, 0.0))
         return mean.astype(np.float32), std.astype(np.float32)
 
-    def _run_tiles(self, batch: np.ndarray, options: "_Options", first_index: int, sample: int,
+    def _run_tiles(self, batch: np.ndarray, options: RestoreOptions, first_index: int, sample: int,
                    plan: devices.WorkPlan) -> np.ndarray:
         """The batch through the model whole, or in overlapping tiles blended with ``tile_weights_1d``."""
         n, rows, cols = batch.shape
@@ -388,7 +377,7 @@ class DiffCodePipeline:
                 weight_sum[r0:r1, c0:c1] += w
         return out / weight_sum
 
-    def _draw_noise(self, n: int, first_index: int, sample: int, options: "_Options", rows: int,
+    def _draw_noise(self, n: int, first_index: int, sample: int, options: RestoreOptions, rows: int,
                     cols: int) -> torch.Tensor:
         """(draws, N, C, rows/s, cols/s) diffusion noise for whole slices, seeded per slice and sample."""
         latent = (rows // self.model.size_multiple, cols // self.model.size_multiple)
@@ -402,7 +391,7 @@ class DiffCodePipeline:
             per_slice.append(torch.randn(shape, generator=generator))
         return torch.stack(per_slice, dim=1)
 
-    def _run_model(self, x: np.ndarray, noise: torch.Tensor, options: "_Options",
+    def _run_model(self, x: np.ndarray, noise: torch.Tensor, options: RestoreOptions,
                    plan: devices.WorkPlan) -> np.ndarray:
         """One model call; on out-of-memory shrink the plan (then leave the GPU) and retry the batch."""
         tensor = torch.from_numpy(x).unsqueeze(1).to(plan.device)
@@ -416,9 +405,11 @@ class DiffCodePipeline:
             if calibrate:
                 torch.cuda.reset_peak_memory_stats(plan.device)
                 before = torch.cuda.memory_allocated(plan.device)
+            views = VIEWS if options.self_ensemble else 1
             with devices.autocast(plan.device, self.precision):
-                y = ensemble_mean(restore, tensor, noise if noise.shape[0] else None,
-                                  views=VIEWS if options.self_ensemble else 1)
+                y = ensemble_mean(restore, tensor, noise if noise.shape[0] else None, views=views)
+            if not bool(torch.isfinite(y).all()):
+                y = self._float32_again(restore, tensor, noise, views)
             if calibrate:
                 peak = torch.cuda.max_memory_allocated(plan.device) - before
                 self._bytes_per_pixel = peak / float(x.size)
@@ -428,6 +419,19 @@ class DiffCodePipeline:
                 raise
             self._shrink(plan)
             raise _Retry() from None
+
+    def _float32_again(self, restore, tensor: torch.Tensor, noise: torch.Tensor, views: int) -> torch.Tensor:
+        """A batch whose result holds NaN or infinity (float16 overflow) is computed again in float32."""
+        if self.precision is None:
+            raise NonFiniteResult("the model produced NaN or infinite values in float32; nothing was written "
+                                  "(please report this input).")
+        self.message(f"{str(self.precision).replace('torch.', '')} overflowed on this batch (NaN or infinite "
+                     "values): computing it again in float32.")
+        y = ensemble_mean(restore, tensor.float(), noise if noise.shape[0] else None, views=views)
+        if not bool(torch.isfinite(y).all()):
+            raise NonFiniteResult("the model produced NaN or infinite values even in float32; nothing was written "
+                                  "(please report this input).")
+        return y
 
     def _shrink(self, plan: devices.WorkPlan) -> None:
         devices.release_memory(plan.device)
@@ -441,11 +445,11 @@ class DiffCodePipeline:
         self.model.to(device="cpu", dtype=torch.float32)
         self.device = torch.device("cpu")
         self.precision = devices.resolve_precision(self.device, self.precision_name)
-        devices.configure_cpu_threads()
+        self.threads = devices.cpu_thread_count()
         cpu_plan = devices.plan_work(self.device, (plan.tile, plan.tile))
         plan.device, plan.batch, plan.tile = self.device, cpu_plan.batch, devices.DEFAULT_TILE["cpu"]
 
-    def provenance(self, options: "_Options") -> Dict[str, object]:
+    def provenance(self, options: RestoreOptions) -> Dict[str, object]:
         """What produced a result: written into the output file's metadata."""
         return {
             "software": "DiffCode Restore",
@@ -463,24 +467,21 @@ class DiffCodePipeline:
         }
 
 
-@dataclass(frozen=True)
-class _Options:
-    spec: TaskSpec
-    scale: int
-    steps: int
-    fidelity: float
-    seed: int
-    samples: int
-    self_ensemble: bool
-
-
-def volume_intensity(spec: TaskSpec, volume: np.ndarray) -> Tuple[float, float]:
+def volume_intensity(spec: TaskSpec, volume: np.ndarray,
+                     conversion: IntensityConversion = IntensityConversion()) -> Tuple[float, float]:
     """(offset, scale) once per volume; MRI's percentile from a regular subsample of voxels."""
     if spec.norm_range is not None:
         return intensity_scale(spec.name, volume[:1])
     flat = volume.reshape(-1)
     step = max(1, flat.size // MRI_SCALE_SAMPLE)
-    return intensity_scale(spec.name, np.asarray(flat[::step], dtype=np.float32))
+    return intensity_scale(spec.name, np.asarray(conversion.to_task_units(flat[::step]), dtype=np.float32))
+
+
+def _blocks(values: np.ndarray, scale: int) -> np.ndarray:
+    """(N, h, w) -> (N, h*s, w*s), each value repeated over its block of the s-times finer grid."""
+    if scale == 1:
+        return values
+    return np.repeat(np.repeat(values, scale, axis=1), scale, axis=2)
 
 
 def _output_dtype(spec: TaskSpec, dtype: np.dtype) -> np.dtype:

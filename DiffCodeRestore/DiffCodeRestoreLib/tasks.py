@@ -32,6 +32,9 @@ TASKS: Dict[str, TaskSpec] = {
 # MRI has no absolute units: the 99.5th percentile of the positive voxels maps to this value.
 MRI_PERCENTILE = 99.5
 MRI_PERCENTILE_TARGET = 0.8
+# Normalised MRI above this (2.5x the 99.5th percentile) is an outlier no training image had (a
+# spike, a corrupt voxel); the pipeline keeps such voxels as they are instead of restoring them.
+MRI_CEILING = 2.0
 
 
 def get_task(name: str) -> TaskSpec:
@@ -55,6 +58,15 @@ def intensity_scale(task: str, image: np.ndarray) -> Tuple[float, float]:
     if positive.size == 0:
         return 0.0, 1.0
     return 0.0, float(np.percentile(positive, MRI_PERCENTILE)) / MRI_PERCENTILE_TARGET
+
+
+def network_range(task: str, offset: float, scale: float) -> Tuple[float, float]:
+    """The intensities (in the task's units) that the network represents, for ``intensity_scale``'s
+    (offset, scale): CT and PET their fixed range, MRI zero to ``MRI_CEILING``."""
+    spec = get_task(task)
+    if spec.norm_range is not None:
+        return spec.norm_range
+    return offset, offset + MRI_CEILING * scale
 
 
 def normalize(task: str, image: np.ndarray, offset: float, scale: float) -> np.ndarray:

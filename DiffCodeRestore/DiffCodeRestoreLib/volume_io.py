@@ -12,19 +12,32 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
+import tempfile
+import time
 import uuid
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
 
+from .errors import one_line
+
 PathLike = Union[str, "os.PathLike[str]"]
 
-INPUT_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+INPUT_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd", ".png", ".tif", ".tiff")
 OUTPUT_SUFFIXES = (".nrrd", ".nii", ".nii.gz")
 DICOM_MODALITY_TAG = "0008|0060"
 PROVENANCE_PREFIX = "DiffCode_"
+READER_PREFIX = "DiffCode:"  # facts a reader found about the file (e.g. the PET SUV factor), never written out
+# Our own unfinished files: ".<name>.<host>.<pid>.<random>.diffcode-partial<suffix>". Listing skips them;
+# one whose process is gone (killed during a write) is stale and removed before the folder is written again.
+PARTIAL_MARK = ".diffcode-partial"
+_PARTIAL_NAME = re.compile(r"\.(?P<host>[^.]+)\.(?P<pid>\d+)\.[0-9a-f]{8}" + re.escape(PARTIAL_MARK))
+STALE_PARTIAL_SECONDS = 24 * 3600  # a partial file of another computer is stale after a day
+POSITION_TOLERANCE_MM = 0.01  # DICOM positions are written with about 6 decimals; allow for rounding
 
 
 class VolumeError(ValueError):
@@ -101,6 +114,7 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
             f"{folder}: the folder holds {len(series)} DICOM series; put each series in its own folder."
         )
     files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])
+    check_series_positions(files, str(folder))
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
@@ -110,8 +124,79 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
         raise VolumeError(f"{folder}: the DICOM series cannot be read (damaged or unsupported files).") from None
     _check_header(image.GetDimension(), image.GetNumberOfComponentsPerPixel(), image.GetSize(), str(folder))
     if reader.HasMetaDataKey(0, DICOM_MODALITY_TAG):
-        image.SetMetaData(DICOM_MODALITY_TAG, reader.GetMetaData(0, DICOM_MODALITY_TAG).strip())
+        modality = reader.GetMetaData(0, DICOM_MODALITY_TAG).strip()
+        image.SetMetaData(DICOM_MODALITY_TAG, modality)
+        if modality.upper() == "PT":
+            _note_suv_factor(image, files[0])
     return image
+
+
+def _tag(reader, key: str) -> Optional[str]:
+    return reader.GetMetaData(key).strip() if reader.HasMetaDataKey(key) else None
+
+
+def check_series_positions(files: Sequence[str], label: str) -> None:
+    """Refuse a series that ITK would silently put on a wrong regular grid.
+
+    ITK stacks the slices with their mean spacing: a missing slice shifts every slice after it, and
+    several volumes under one series UID (echoes, time points, diffusion directions) are
+    interleaved. Both are refused with the slice positions named; series without position tags
+    (secondary captures) are left to ITK.
+    """
+    if len(files) < 2:
+        return
+    reader = sitk.ImageFileReader()
+    positions, orientations = [], []
+    for name in files:
+        reader.SetFileName(str(name))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            raise VolumeError(f"{label}: {Path(name).name} cannot be read (damaged DICOM file).") from None
+        position, orientation = _tag(reader, "0020|0032"), _tag(reader, "0020|0037")
+        if not position or not orientation:
+            return
+        try:
+            positions.append([float(v) for v in position.split("\\")])
+            orientations.append([float(v) for v in orientation.split("\\")])
+        except ValueError:
+            return
+    orientations_array = np.asarray(orientations)
+    if np.abs(orientations_array - orientations_array[0]).max() > 1e-3:
+        raise VolumeError(f"{label}: the slices of this series have different orientations (a localizer or "
+                          "several stacks in one series); put each stack in its own folder.")
+    row, column = orientations_array[0, :3], orientations_array[0, 3:]
+    depth = np.sort(np.asarray(positions) @ np.cross(row, column))
+    steps = np.diff(depth)
+    distinct = 1 + int(np.sum(steps > POSITION_TOLERANCE_MM))
+    if distinct < len(files):
+        raise VolumeError(
+            f"{label}: {len(files)} images at only {distinct} slice positions: several volumes share this series "
+            "(echoes, time points or diffusion directions); split them into one folder per volume (e.g. by Echo "
+            "Number 0018,0086) and restore each.")
+    typical = float(np.median(steps))
+    worst = int(np.argmax(np.abs(steps - typical)))
+    if abs(steps[worst] - typical) > max(POSITION_TOLERANCE_MM, 0.01 * typical):
+        raise VolumeError(
+            f"{label}: the slices are not evenly spaced: {depth[worst]:.4g} mm to {depth[worst + 1]:.4g} mm is a "
+            f"step of {steps[worst]:.4g} mm where the others are {typical:.4g} mm (a missing slice?); export the "
+            "complete series, or resample it onto a regular grid first.")
+
+
+def _note_suv_factor(image: sitk.Image, first_file: str) -> None:
+    """Record the SUVbw factor of a PET series (or why there is none) for ``input_rules``."""
+    from .input_rules import SUV_FACTOR_KEY, SUV_REASON_KEY, suv_bw_factor
+
+    try:
+        import pydicom
+    except ImportError:
+        image.SetMetaData(SUV_REASON_KEY, "pydicom is not installed to read them")
+        return
+    try:
+        dataset = pydicom.dcmread(str(first_file), stop_before_pixels=True)
+        image.SetMetaData(SUV_FACTOR_KEY, repr(suv_bw_factor(dataset)))
+    except Exception as error:  # any unreadable or missing tag: say which, the rules refuse Bq/mL without it
+        image.SetMetaData(SUV_REASON_KEY, one_line(error))
 
 
 def _check_header(dimension: int, components: int, size, label: str) -> None:
@@ -217,8 +302,11 @@ def sidecar_path(path: PathLike) -> Path:
 
 
 def check_output_path(path: PathLike, overwrite: bool = False, inputs: Optional[List[PathLike]] = None) -> Path:
-    """Refuse an output that would replace the input, exist already, or have the wrong format."""
+    """Refuse, before any work, an output that would replace the input, exist already, be a folder,
+    have the wrong format or lie in a folder that cannot be written."""
     path = Path(path)
+    if path.is_dir():
+        raise VolumeError(f"{path}: is a folder; give an output file ending with .nrrd, .nii or .nii.gz.")
     if suffix_of(path) not in OUTPUT_SUFFIXES:
         raise VolumeError(f"{path}: the output must end with .nrrd, .nii or .nii.gz.")
     for source in inputs or []:
@@ -233,7 +321,59 @@ def check_output_path(path: PathLike, overwrite: bool = False, inputs: Optional[
                           "pass --overwrite to replace it.")
     if not path.parent.is_dir():
         raise VolumeError(f"{path.parent}: the output folder does not exist.")
+    check_writable_folder(path.parent)
     return path
+
+
+def check_writable_folder(folder: Path) -> None:
+    """Create and delete a file in ``folder``: the only check that also holds for read-only mounts."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=str(folder), prefix=".diffcode-write-test-"):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise VolumeError(f"{folder}: cannot write into this folder ({reason}); choose another output folder.") from None
+
+
+def partial_path(path: Path) -> Path:
+    """The name an output has while it is being written (see ``PARTIAL_MARK``)."""
+    host = socket.gethostname().replace(".", "-") or "host"
+    return path.with_name(f".{stem_of(path)}.{host}.{os.getpid()}.{uuid.uuid4().hex[:8]}{PARTIAL_MARK}"
+                          f"{suffix_of(path)}")
+
+
+def is_partial_file(path: PathLike) -> bool:
+    """True for our own unfinished output files (never an input)."""
+    name = Path(path).name
+    return name.startswith(".") and PARTIAL_MARK in name
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def remove_stale_partials(folder: PathLike) -> List[Path]:
+    """Delete partial files left by a killed run (its process is gone, or another host's after a day)."""
+    removed = []
+    this_host = socket.gethostname().replace(".", "-") or "host"
+    for item in Path(folder).iterdir() if Path(folder).is_dir() else []:
+        found = _PARTIAL_NAME.search(item.name) if is_partial_file(item) and item.is_file() else None
+        if found is None:
+            continue
+        if found["host"] == this_host:
+            stale = not _process_alive(int(found["pid"]))
+        else:
+            stale = time.time() - item.stat().st_mtime > STALE_PARTIAL_SECONDS
+        if stale:
+            _remove_quietly(item)
+            removed.append(item)
+    return removed
 
 
 def write_volume(
@@ -242,49 +382,82 @@ def write_volume(
     metadata: Optional[Mapping[str, object]] = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write atomically (temporary name in the same folder, then rename), with provenance.
+    """Write one volume atomically with its provenance (see ``write_volumes``)."""
+    return write_volumes([(image, path, metadata)], overwrite)[0]
 
-    NRRD keeps the provenance as ``DiffCode_<key>`` header fields; NIfTI gets a JSON sidecar.
-    The metadata dictionary of ``image`` is edited in place (copying it would copy the voxels):
-    keys a reader added for another file are removed, provenance keys are set.
+
+def write_volumes(
+    items: Sequence[Tuple[sitk.Image, PathLike, Optional[Mapping[str, object]]]],
+    overwrite: bool = False,
+) -> List[Path]:
+    """Write a set of outputs (a result, its uncertainty map, their sidecars) as one unit.
+
+    Every file is first written under a partial name in its final folder; only when all are written
+    are they renamed, sidecars first and the main image last, so that the image's presence means the
+    set is complete. If any step fails, every file of the set written so far is removed again and a
+    ``VolumeError`` names the file: nothing half done stays, and a batch can go on with the next input.
+    NRRD keeps the provenance as ``DiffCode_<key>`` header fields; NIfTI gets a JSON sidecar. The
+    metadata dictionary of each image is edited in place (copying it would copy the voxels).
     """
-    path = check_output_path(path, overwrite)
-    suffix = suffix_of(path)
-    _drop_reader_metadata(image)
-    if metadata and suffix == ".nrrd":
-        for key, value in provenance_items(metadata).items():
-            image.SetMetaData(key, value)
-    temporary = path.with_name(f".{stem_of(path)}.{uuid.uuid4().hex[:8]}.partial{suffix}")
+    targets = []
+    for image, path, _ in items:
+        path = check_output_path(path, overwrite)
+        check_finite(image, str(path))
+        targets.append(path)
+    written: List[Tuple[Path, Path]] = []  # (partial, final) of every file of the set
+    renamed: List[Path] = []
     try:
-        sitk.WriteImage(image, str(temporary), useCompression=True)
-        if metadata and suffix != ".nrrd":
-            _write_text_atomically(sidecar_path(path), json.dumps(dict(metadata), indent=2, sort_keys=True) + "\n")
-        os.replace(temporary, path)
-    except RuntimeError as error:
-        raise VolumeError(f"{path}: cannot write ({_first_line(error)}).") from None
+        for (image, _, metadata), path in zip(items, targets):
+            suffix = suffix_of(path)
+            _drop_reader_metadata(image)
+            if metadata and suffix == ".nrrd":
+                for key, value in provenance_items(metadata).items():
+                    image.SetMetaData(key, value)
+            if metadata and suffix != ".nrrd":
+                sidecar = sidecar_path(path)
+                written.append((partial_path(sidecar), sidecar))
+                written[-1][0].write_text(json.dumps(dict(metadata), indent=2, sort_keys=True) + "\n",
+                                          encoding="utf-8")
+            written.append((partial_path(path), path))
+            sitk.WriteImage(image, str(written[-1][0]), useCompression=True)
+        sidecars = [pair for pair in written if pair[1] not in targets]
+        images = [pair for pair in written if pair[1] in targets]
+        for temporary, final in sidecars + images[::-1]:  # the result itself (first item) is renamed last
+            os.replace(temporary, final)
+            renamed.append(final)
+    except (RuntimeError, OSError) as error:
+        for final in renamed:
+            _remove_quietly(final)
+        failed = next((final for _, final in written if final not in renamed), targets[0])
+        raise VolumeError(f"{failed}: cannot write ({one_line(error)}); nothing of this output was kept.") from None
     finally:
-        if temporary.exists():
-            temporary.unlink()
-    return path
+        for temporary, _ in written:
+            if temporary.exists():
+                _remove_quietly(temporary)
+    return targets
 
 
-def _write_text_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
+def check_finite(image: sitk.Image, label: str) -> None:
+    """Never write NaN or infinity: a result holding them is wrong, whatever produced it."""
+    array = sitk.GetArrayViewFromImage(image)
+    if array.dtype.kind == "f":
+        for plane in array.reshape((-1,) + array.shape[-2:]):
+            if not np.isfinite(plane).all():
+                raise VolumeError(f"{label}: the result holds NaN or infinite values and was not written; retry with "
+                                  "--precision float32 (Python: precision='float32') and report it if it persists.")
+
+
+def _remove_quietly(path: Path) -> None:
     try:
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
+        path.unlink()
+    except OSError:
+        pass
 
 
 def _drop_reader_metadata(image: sitk.Image) -> None:
     """Keys that readers add describe the file read, not the one being written."""
     for key in image.GetMetaDataKeys():
-        if key.startswith(("ITK_", "NRRD_")) or key == DICOM_MODALITY_TAG:
+        if key.startswith(("ITK_", "NRRD_", READER_PREFIX)) or key == DICOM_MODALITY_TAG:
             image.EraseMetaData(key)
 
 
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__

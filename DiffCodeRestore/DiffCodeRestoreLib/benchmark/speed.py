@@ -28,8 +28,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import SimpleITK as sitk
 
-from ..pipeline import DiffCodePipeline  # first: it sets the OpenMP wait policy before torch loads
-from .report import markdown_table as table
+from ..runtime import configure_own_process
+
+configure_own_process()  # before torch loads (the pipeline import below loads it)
+
+from ..pipeline import DiffCodePipeline  # noqa: E402
+from .report import markdown_table as table  # noqa: E402
 
 CT_TASK = "ct-denoise"
 SCALING_COUNTS = (1, 4, 16, 48)
@@ -78,7 +82,7 @@ def _phantom() -> sitk.Image:
 
 def weights_folder(choice: Optional[str], workdir: Path) -> Tuple[str, str]:
     """(folder, label): the chosen or default weights, else the 'small' architecture with random weights."""
-    from ..hub import WeightsError, resolve
+    from ..hub import WeightsError, resolve, write_manifest
 
     try:
         resolved = resolve(choice, allow_download=False)
@@ -93,6 +97,7 @@ def weights_folder(choice: Optional[str], workdir: Path) -> Tuple[str, str]:
     torch.manual_seed(0)
     folder = workdir / "small-random"
     DiffCodeModel(DiffCodeConfig.preset("small")).save_pretrained(folder, fp16=True)
+    write_manifest(folder)  # like every weights folder the project writes
     return str(folder), "preset 'small', random weights (no released weights found; speed only)"
 
 
