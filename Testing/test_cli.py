@@ -71,7 +71,7 @@ def test_restore_nrrd_to_nifti_with_provenance_sidecar(run, tmp_path, tiny_weigh
 
 
 def test_restore_to_nrrd_keeps_provenance_in_the_header(run, tmp_path):
-    source = write(oblique_image(dtype=np.float32), tmp_path / "pet.mha")
+    source = write(sitk.Abs(oblique_image(dtype=np.float32)) / 40.0, tmp_path / "pet.mha")  # SUV-like
     code, _, err = run("restore", str(source), str(tmp_path / "out.nrrd"), "--task", "pet-synthesis",
                        "--samples", "2", "--steps", "2", "--fidelity", "0.7", "--self-ensemble")
     assert code == 0, err
@@ -133,9 +133,11 @@ def test_batch_folder_keeps_names_and_reports_bad_files(run, tmp_path):
     code, out, err = run("restore", str(inputs), str(tmp_path / "out"), "--task", "ct-denoise")
     assert code == 1
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.nrrd", "b.json", "b.nii.gz", "c.nrrd",
-                                                                    "series1.nrrd"]
+                                                                    "diffcode-manifest.csv", "series1.nrrd"]
     lines = err.strip().splitlines()
-    assert len(lines) == 2 and "flat.nrrd: the volume is constant" in lines[0] and "1 of 5 inputs failed" in lines[1]
+    assert len(lines) == 4 and "skipped 1 item(s) that are not volumes: notes.txt" in lines[0]
+    assert "flat.nrrd: the volume is constant" in lines[1] and "1 of 5 inputs failed" in lines[3]
+    assert "5 inputs: 4 restored, 0 already complete, 1 failed" in lines[2]
     assert before == {p.name: digest(p) for p in inputs.iterdir() if p.is_file()}
 
 
@@ -201,11 +203,9 @@ def test_bad_input_exits_with_one_line(run, tmp_path, kind, pattern):
 
 @pytest.mark.parametrize("args,pattern", [
     (["restore", "{missing}", "{out}", "--task", "ct-denoise"], "no such file or folder"),
-    (["restore", "{good}", "{out}", "--task", "dental-xray"], "Unknown task 'dental-xray'"),
     (["restore", "{good}", "{good}", "--task", "ct-denoise", "--overwrite"], "would replace the input"),
     (["restore", "{good}", "{tmp}/out.png", "--task", "ct-denoise"], r"must end with \.nrrd, \.nii or \.nii\.gz"),
     (["restore", "{good}", "{tmp}/nofolder/out.nrrd", "--task", "ct-denoise"], "output folder does not exist"),
-    (["restore", "{good}", "{out}", "--task", "ct-denoise", "--scale", "2"], "MRI super-resolution only"),
     (["restore", "{good}", "{out}", "--task", "ct-denoise", "--device", "tpu"], "unknown device 'tpu'"),
     (["restore", "{good}", "{out}", "--task", "ct-denoise", "--model", "{tmp}"], "not a weights folder"),
     (["restore", "{tmp}", "{tmp}", "--task", "ct-denoise"], "output folder is the input folder"),
@@ -249,7 +249,7 @@ def test_console_script_and_module_run_and_interrupt_writes_nothing(tiny_weights
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
-    assert "interrupted; nothing was written" in err and "Traceback" not in err
+    assert "interrupted; nothing unfinished was written" in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.nrrd", "in.nrrd", "out1.nrrd", "out3.nrrd"]
 
 

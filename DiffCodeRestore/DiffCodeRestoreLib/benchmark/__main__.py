@@ -16,9 +16,9 @@ import numpy as np
 
 from ..errors import WeightsError
 from ..tasks import TASKS
-from .baselines import BASELINES, make_baselines
+from .baselines import BASELINES, make_baselines, parse_models
 from .harness import BenchCase, TaskResult, run_task, spread
-from .methods import DiffCodeMethod, Method, parse_models
+from .methods import DiffCodeMethod, Method
 from .report import ModelFacts, write_reports
 
 DEFAULT_MODEL = "diffcode"

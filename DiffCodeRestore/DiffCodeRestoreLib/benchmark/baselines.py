@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -236,3 +237,16 @@ def make_baselines(names: Optional[Sequence[str]] = None) -> List[Method]:
     if unknown:
         raise ValueError(f"Unknown baseline(s) {', '.join(unknown)}: choose from {', '.join(BASELINES)}.")
     return [BASELINES[n]() for n in names]
+
+
+def parse_models(specs: Sequence[str]) -> Dict[str, Path]:
+    """``NAME=FOLDER`` specs of ``--model`` as {name: weights folder}; names must not shadow a baseline."""
+    models: Dict[str, Path] = {}
+    for spec in specs:
+        name, sep, folder = spec.partition("=")
+        if not sep or not name or not folder:
+            raise ValueError(f"--model takes NAME=FOLDER, got {spec!r}.")
+        if name in BASELINES or name in models:
+            raise ValueError(f"--model name {name!r} is already taken: pick another.")
+        models[name] = Path(folder)
+    return models

@@ -26,7 +26,8 @@ from scipy import ndimage
 from ..data.recipes import PetDraws, parameters, pet_test_draws, pet_training_anatomy_draws
 from ..data.slices import load_cases
 from ..metrics import slice_scores
-from .methods import DiffCodeMethod, parse_models
+from .baselines import parse_models
+from .methods import DiffCodeMethod
 from .report import markdown_table as table
 
 PET = "pet-synthesis"

@@ -28,21 +28,6 @@ class Method(Protocol):
         ...
 
 
-def parse_models(specs: Sequence[str]) -> Dict[str, Path]:
-    """``NAME=FOLDER`` specs of ``--model`` as {name: weights folder}; names must not shadow a baseline."""
-    from .baselines import BASELINES  # here: baselines imports this module
-
-    models: Dict[str, Path] = {}
-    for spec in specs:
-        name, sep, folder = spec.partition("=")
-        if not sep or not name or not folder:
-            raise ValueError(f"--model takes NAME=FOLDER, got {spec!r}.")
-        if name in BASELINES or name in models:
-            raise ValueError(f"--model name {name!r} is already taken: pick another.")
-        models[name] = Path(folder)
-    return models
-
-
 def method_parameter(method: Method, task: str) -> str:
     """The parameter text of a method for the table ('' when it has none)."""
     describe = getattr(method, "parameter", None)
