@@ -60,5 +60,5 @@ print("Python %s, numpy %s, SimpleITK %s, huggingface_hub %s, no torch" % (sys.v
       numpy.__version__, SimpleITK.Version_VersionString(), h.__version__))')"
 # Testing/conftest.py imports torch: --noconftest, and the fixtures the selected tests need come from
 # Testing/py39/core39_plugin.py (which also refuses to run where torch is importable).
-export PYTHONPATH="$ROOT/DiffCodeRestore:$ROOT/Testing/py39${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$ROOT/DiffCodeRestore:$ROOT/Testing/py39:$ROOT/Testing${PYTHONPATH:+:$PYTHONPATH}"
 exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider --noconftest -p core39_plugin "${tests[@]}"

@@ -1,6 +1,6 @@
 """DICOM series out: a restored series written back with the source's tags, read back unchanged.
 
-Real parts only: series written by ITK (``test_geometry.write_dicom_series``) and completed with
+Real parts only: series written by ITK (``images.write_dicom_series``) and completed with
 pydicom into what a scanner writes (so that the source itself passes dicom3tools' ``dciodvfy``),
 the real pipeline with a real (tiny, random) model, and the files read back with SimpleITK, pydicom
 and checked by ``dciodvfy``.
@@ -26,8 +26,8 @@ from DiffCodeRestoreLib import dicom_out  # noqa: E402
 from DiffCodeRestoreLib.dicom_out import write_dicom_series  # noqa: E402
 from DiffCodeRestoreLib.pipeline import DiffCodePipeline  # noqa: E402
 from DiffCodeRestoreLib.volume_io import VolumeError, read_volume  # noqa: E402
-from test_geometry import oblique_image  # noqa: E402
-from test_geometry import write_dicom_series as itk_dicom_series  # noqa: E402
+from images import oblique_image  # noqa: E402
+from images import write_dicom_series as itk_dicom_series  # noqa: E402
 
 SOP_CLASSES = {"CT": "1.2.840.10008.5.1.4.1.1.2", "MR": "1.2.840.10008.5.1.4.1.1.4",
                "PT": "1.2.840.10008.5.1.4.1.1.128"}
@@ -41,7 +41,7 @@ PET_DOSE_BQ, PET_WEIGHT_KG = 3.7e8, 70.0
 
 
 def scanner_series(image: sitk.Image, folder: Path, modality: str = "CT") -> Path:
-    """``test_geometry.write_dicom_series`` plus the tags a scanner writes and ITK does not (so that
+    """``images.write_dicom_series`` plus the tags a scanner writes and ITK does not (so that
     the source passes ``dciodvfy``), with the modality's SOP class."""
     itk_dicom_series(image, folder, modality)
     for index, path in enumerate(sorted(folder.iterdir())):

@@ -10,7 +10,7 @@ from DiffCodeRestoreLib.cli import main
 from DiffCodeRestoreLib.data.volumes import load_volume
 from DiffCodeRestoreLib.pipeline import DiffCodePipeline
 from DiffCodeRestoreLib.volume_io import VolumeError, read_provenance
-from test_geometry import write_dicom_series
+from images import write_dicom_series
 
 
 @pytest.fixture

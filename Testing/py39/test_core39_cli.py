@@ -13,12 +13,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import SimpleITK as sitk
 
 from DiffCodeRestoreLib.cli import main
-from test_core39_volume_io import BAD_INPUTS, bad_inputs, oblique_image, write
+from images import oblique_image
+from test_core39_volume_io import BAD_INPUTS, bad_inputs, write
 
 BLOCK_TORCH = "import sys; sys.modules['torch'] = None  # `import torch` now raises ImportError\n"
 

@@ -16,52 +16,13 @@ import SimpleITK as sitk
 from DiffCodeRestoreLib.volume_io import (OUTPUT_SUFFIXES, VolumeError, check_output_path, dicom_series_ids,
                                           image_from_array, read_provenance, read_volume, sidecar_path,
                                           write_volume)
+from images import assert_same_grid, oblique_image, physical_points, write_dicom_series
 
-OBLIQUE = sitk.VersorTransform((0.3, 0.5, 0.8), 0.6).GetMatrix()  # a proper rotation, det +1
-
-
-def oblique_image(size=(24, 20, 5), spacing=(0.8, 0.6, 3.0), dtype=np.int16, seed=0) -> sitk.Image:
-    array = np.random.default_rng(seed).normal(40, 120, tuple(reversed(size))).astype(dtype)
-    image = sitk.GetImageFromArray(array)
-    image.SetSpacing(spacing)
-    image.SetOrigin((-12.5, 31.0, -77.25))
-    image.SetDirection(OBLIQUE)
-    return image
-
-
-def assert_same_grid(a: sitk.Image, b: sitk.Image) -> None:
-    assert a.GetSize() == b.GetSize()
-    np.testing.assert_allclose(a.GetSpacing(), b.GetSpacing(), rtol=1e-6)
-    np.testing.assert_allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-5)
-    np.testing.assert_allclose(a.GetDirection(), b.GetDirection(), atol=1e-6)
 
 
 def write(image: sitk.Image, path: Path) -> Path:
     sitk.WriteImage(image, str(path))
     return path
-
-
-def write_dicom_series(image: sitk.Image, folder: Path, modality: str = "CT", series: int = 2) -> Path:
-    """One file per slice with the tags a scanner writes (orientation, position, UIDs)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    d = image.GetDirection()
-    uid = "1.2.826.0.1.3680043.2.1125.1.{}"
-    for k in range(image.GetDepth()):
-        plane = image[:, :, k]
-        tags = {
-            "0008|0060": modality, "0008|0016": "1.2.840.10008.5.1.4.1.1.2",
-            "0008|0018": uid.format(1000 * series + k), "0020|000d": uid.format(1), "0020|000e": uid.format(series),
-            "0020|0013": str(k + 1), "0020|0037": "\\".join(f"{v:.9f}" for v in (d[0], d[3], d[6], d[1], d[4], d[7])),
-            "0020|0032": "\\".join(f"{v:.6f}" for v in image.TransformIndexToPhysicalPoint((0, 0, k))),
-            "0018|0050": str(image.GetSpacing()[2]), "0028|1052": "0", "0028|1053": "1",
-        }
-        for tag, value in tags.items():
-            plane.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"s{series}-slice{k:03d}.dcm"))
-        writer.Execute(plane)
-    return folder
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -76,11 +37,25 @@ def test_round_trip_keeps_grid_voxels_and_provenance(tmp_path, suffix):
     assert_same_grid(back, image)
     assert back.GetPixelID() == sitk.sitkInt16
     np.testing.assert_array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(image))
+    np.testing.assert_allclose(physical_points(back), physical_points(image), atol=1e-4)
     if suffix == ".nrrd":
         assert read_provenance(back) == metadata  # NRRD header fields
     else:
         assert json.loads(sidecar_path(path).read_text()) == metadata  # NIfTI: a JSON sidecar
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
+
+
+def test_nifti_is_stored_ras_and_read_back_lps(tmp_path):
+    """What ITK writes is RAS on disk (checked with nibabel), and LPS again when read."""
+    nibabel = pytest.importorskip("nibabel")
+    image = oblique_image()
+    path = write_volume(image, tmp_path / "v.nii.gz")
+    affine = nibabel.load(str(path)).affine  # index (i, j, k) -> RAS
+    size = image.GetSize()
+    index = np.array([[0, 0, 0], [size[0] - 1, 0, 0], [0, size[1] - 1, size[2] - 1], [7, 9, 3]], dtype=float)
+    flat = (index[:, 2] * size[1] + index[:, 1]) * size[0] + index[:, 0]
+    ras = index @ affine[:3, :3].T + affine[:3, 3]
+    np.testing.assert_allclose(ras * [-1, -1, 1], physical_points(image)[flat.astype(int)], atol=1e-4)
 
 
 def test_nrrd_written_in_ras_space_is_read_as_lps(tmp_path):
