@@ -19,7 +19,7 @@ MODULE_DIR = ROOT / MODULE
 LIB = f"{MODULE}Lib"
 SLICER_LIB = f"{MODULE}SlicerLib"  # the module's own code beside the module file
 # Files of SLICER_LIB that need Slicer; every other file there is Qt-free (tests import them).
-SLICER_LIB_WITH_SLICER = {f"{SLICER_LIB}/logic.py", f"{SLICER_LIB}/parameters.py"}
+SLICER_LIB_WITH_SLICER = {f"{SLICER_LIB}/logic.py", f"{SLICER_LIB}/parameters.py", f"{SLICER_LIB}/widget.py"}
 DEV_ONLY = ("data", "benchmark", "training")  # development subpackages, not shipped
 # Modules that shipped code may import when it is imported (inside Slicer): the core's allowed
 # dependencies and what Slicer provides to the module layer.

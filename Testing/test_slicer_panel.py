@@ -457,12 +457,13 @@ def test_owner_file_names_this_process():
 def _module_functions():
     import ast
 
-    tree = ast.parse((MODULE_DIR / "DiffCodeRestore.py").read_text(encoding="utf-8"))
     functions = {}
-    for cls in (node for node in tree.body if isinstance(node, ast.ClassDef)):
-        for node in cls.body:
-            if isinstance(node, ast.FunctionDef):
-                functions[f"{cls.name}.{node.name}"] = ast.unparse(node)
+    for source in (MODULE_DIR / "DiffCodeRestore.py", MODULE_DIR / "DiffCodeRestoreSlicerLib" / "widget.py"):
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+        for cls in (node for node in tree.body if isinstance(node, ast.ClassDef)):
+            for node in cls.body:
+                if isinstance(node, ast.FunctionDef):
+                    functions[f"{cls.name}.{node.name}"] = ast.unparse(node)
     return functions
 
 
