@@ -120,3 +120,13 @@ class DiffCodeRestoreTest(ScriptedLoadableModuleTest):
         self.assertTrue(np.array_equal(slicer.util.arrayFromVolume(inputVolume), voxels))
         self.assertEqual(output.GetAttribute("DiffCode.task"), "ct-denoise")
         self.delayDisplay("restored a small CT volume")
+
+        logic.showComparison(inputVolume, output, fade=0.25)  # CompareVolumes' linked views, input faded
+        from DiffCodeRestoreSlicerLib.logic import COMPARE_VIEWS
+
+        composites = [slicer.app.layoutManager().sliceWidget(name).mrmlSliceCompositeNode() for name in COMPARE_VIEWS]
+        self.assertEqual(composites[0].GetBackgroundVolumeID(), inputVolume.GetID())
+        self.assertEqual(composites[0].GetForegroundVolumeID(), output.GetID())
+        self.assertAlmostEqual(composites[0].GetForegroundOpacity(), 0.25)
+        self.assertEqual(composites[1].GetBackgroundVolumeID(), output.GetID())
+        self.delayDisplay("input and result side by side")

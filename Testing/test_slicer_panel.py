@@ -22,7 +22,7 @@ import pytest
 from DiffCodeRestoreLib.worker import WorkerJob, WorkerRequest
 from DiffCodeRestoreSlicerLib import install, panel
 from DiffCodeRestoreSlicerLib.install import DependencyInstaller, InstallInProgress, Requirement
-from DiffCodeRestoreSlicerLib.job import JobRegistry, PolledJob
+from DiffCodeRestoreSlicerLib.job import JobRegistry, PolledJob, WorkerRunner
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE_DIR = ROOT / "DiffCodeRestore"
@@ -428,10 +428,12 @@ def test_quitting_slicer_during_a_run_stops_the_worker_and_removes_its_folder():
 
 
 def test_a_finished_job_runs_its_callback_once_and_leaves_nothing():
+    """Started through an injected runner, as the logic starts every worker."""
     registry = JobRegistry()
     events, finished = [], []
-    job = PolledJob(WorkerJob(WorkerRequest(action="probe")), onEvent=events.append, onFinished=finished.append,
-                    makeTimer=FakeTimer, registry=registry).start()
+    runner = WorkerRunner(sys.executable, makeTimer=FakeTimer, registry=registry)
+    job = runner.start(WorkerRequest(action="probe"), onEvent=events.append, onFinished=finished.append)
+    assert job.worker.python == sys.executable
     assert job.timer.active and registry.jobs == [job]
     deadline = time.monotonic() + 120
     while job.running and time.monotonic() < deadline:

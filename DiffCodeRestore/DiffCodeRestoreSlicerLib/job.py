@@ -12,9 +12,9 @@ from __future__ import annotations
 import atexit
 import threading
 import time
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
-from DiffCodeRestoreLib.worker import CLEANUP_GRACE_S, WorkerJob
+from DiffCodeRestoreLib.worker import CLEANUP_GRACE_S, WorkerJob, WorkerRequest
 
 POLL_MS = 200
 
@@ -156,3 +156,23 @@ class PolledJob:
     def elapsed(self) -> float:
         return time.time() - self.startTime
 
+
+class WorkerRunner:
+    """How the module starts a worker: the Python that runs it, its environment, the timer that polls it.
+
+    The Slicer logic makes one with PythonSlicer, Slicer's start-up environment and a QTimer; tests (and
+    any other host) inject their own, e.g. ``sys.executable`` and a fake timer, as SlicerNNUnet injects
+    its process runner. Everything the logic starts goes through ``start``.
+    """
+
+    def __init__(self, python: str, env: Optional[Dict[str, str]] = None,
+                 makeTimer: Optional[Callable[[int, Callable[[], None]], Any]] = None,
+                 registry: Optional[JobRegistry] = None):
+        self.python, self.env, self.makeTimer, self.registry = python, env, makeTimer, registry
+
+    def start(self, request: WorkerRequest, onEvent: Optional[Callable] = None, onFinished: Optional[Callable] = None,
+              prepare: Optional[Callable[[WorkerJob], None]] = None) -> PolledJob:
+        """A started, polled job (its folder is removed again if preparing or starting it fails)."""
+        worker = WorkerJob(request, python=self.python, env=self.env)
+        return PolledJob(worker, onEvent, onFinished, makeTimer=self.makeTimer, prepare=prepare,
+                         registry=self.registry).start()

@@ -27,11 +27,10 @@ from DiffCodeRestoreLib.worker import WorkerJob, WorkerRequest, sweep_stale_work
 
 from .cache import default_hub_cache_dir, model_cache_folder
 from .install import LIGHT_THE_TORCH, DependencyInstaller, Requirement, install_torch
-from .job import JOBS, PolledJob
+from .job import JOBS, PolledJob, WorkerRunner
 from .parameters import DiffCodeRestoreParameterNode
 
 METRICS_REQUIREMENTS = (Requirement("scikit-image", ">=0.19"),)
-COMPARE_LAYOUT_ID = 502507  # a free custom-layout slot
 COMPARE_VIEWS = ("DiffCodeInput", "DiffCodeResult")
 REQUESTER = "DiffCode Restore"
 
@@ -155,10 +154,17 @@ class DiffCodeRestoreLogic(ScriptedLoadableModuleLogic):
             raise RuntimeError(_("PythonSlicer was not found next to Slicer: reinstall Slicer."))
         return executable
 
+    runner: Optional[WorkerRunner] = None  # set one to start workers differently (tests, other hosts)
+
+    def workerRunner(self) -> WorkerRunner:
+        """The injected runner, else Slicer's: PythonSlicer, the start-up environment and a QTimer."""
+        if self.runner is None:
+            self.runner = WorkerRunner(self.pythonExecutable(), slicer.util.startupEnvironment(), _qtTimer)
+        return self.runner
+
     def startWorker(self, request: WorkerRequest, onEvent=None, onFinished=None, prepare=None) -> PolledJob:
         """Start a worker (its folder is removed again if preparing or starting it fails)."""
-        worker = WorkerJob(request, python=self.pythonExecutable(), env=slicer.util.startupEnvironment())
-        return PolledJob(worker, onEvent, onFinished, makeTimer=_qtTimer, prepare=prepare).start()
+        return self.workerRunner().start(request, onEvent, onFinished, prepare)
 
     def process(self, inputVolume, task: Optional[str] = None, outputVolume=None, model: Optional[str] = None,
                 device: str = "auto", waitForCompletion: bool = True, progressCallback=None,
@@ -248,31 +254,18 @@ class DiffCodeRestoreLogic(ScriptedLoadableModuleLogic):
     # -- showing and measuring --------------------------------------------------------------------
     @staticmethod
     def showComparison(inputVolume, resultVolume, fade: float = 0.0) -> None:
-        """Input (left, with the result faded in by ``fade``) and result (right) in linked slice views."""
-        layoutManager = slicer.app.layoutManager()
-        layoutNode = layoutManager.layoutLogic().GetLayoutNode()
-        views = "".join(
-            f'<item><view class="vtkMRMLSliceNode" singletontag="{name}">'
-            f'<property name="orientation" action="default">Axial</property>'
-            f'<property name="viewlabel" action="default">{label}</property>'
-            f'<property name="viewcolor" action="default">{color}</property></view></item>'
-            for name, label, color in zip(COMPARE_VIEWS, ("In", "Out"), ("#F34A33", "#EDD54C"))
-        )
-        description = f'<layout type="horizontal" split="true">{views}</layout>'
-        if layoutNode.IsLayoutDescription(COMPARE_LAYOUT_ID):
-            layoutNode.SetLayoutDescription(COMPARE_LAYOUT_ID, description)
-        else:
-            layoutNode.AddLayoutDescription(COMPARE_LAYOUT_ID, description)
-        layoutManager.setLayout(COMPARE_LAYOUT_ID)
-        layers = {COMPARE_VIEWS[0]: (inputVolume, resultVolume, fade), COMPARE_VIEWS[1]: (resultVolume, None, 0.0)}
-        for name, (background, foreground, opacity) in layers.items():
-            sliceWidget = layoutManager.sliceWidget(name)
-            composite = sliceWidget.mrmlSliceCompositeNode()
-            composite.SetBackgroundVolumeID(background.GetID())
-            composite.SetForegroundVolumeID(foreground.GetID() if foreground else None)
-            composite.SetForegroundOpacity(opacity)
-            composite.SetLinkedControl(True)
-            sliceWidget.sliceLogic().FitSliceToAll()
+        """Input (left, with the result faded in by ``fade``) and result (right) in linked slice views.
+
+        Slicer's own CompareVolumes module lays the views out and links them (its user-layout slot,
+        the volumes' orientation); only the fade of the result over the input is set here.
+        """
+        import CompareVolumes
+
+        CompareVolumes.CompareVolumesLogic().viewerPerVolume(
+            volumeNodes=[inputVolume, resultVolume], viewNames=list(COMPARE_VIEWS), layout=[1, 2])
+        composite = slicer.app.layoutManager().sliceWidget(COMPARE_VIEWS[0]).mrmlSliceCompositeNode()
+        composite.SetForegroundVolumeID(resultVolume.GetID())
+        composite.SetForegroundOpacity(fade)
 
     @staticmethod
     def setFade(inputVolume, resultVolume, fade: float) -> None:
