@@ -248,7 +248,7 @@ def test_cli_says_why_a_model_is_unavailable(tmp_path, monkeypatch, capsys):
     assert "not available (or name a folder with --model diffcode=FOLDER)" in capsys.readouterr().err
     assert cli.main(["--tasks", "ct-denoise", "--methods", "input,broken", "--model", f"broken={tmp_path}",
                      "--out", str(tmp_path)]) == 2
-    assert "needs config.json" in capsys.readouterr().err
+    assert "not a weights folder (missing config.json, model.safetensors)" in capsys.readouterr().err
 
 
 def test_speed_benchmark_volume_run_reports_time_and_memory(tiny_weights):

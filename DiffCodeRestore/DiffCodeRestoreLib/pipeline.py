@@ -177,6 +177,9 @@ class DiffCodePipeline:
         self.precision = devices.resolve_precision(device, precision)  # None: float32
         self.threads = devices.cpu_thread_count(threads) if device.type == "cpu" else None
         self._bytes_per_pixel: Optional[float] = None
+        # Called with (task, code indices or None) after each model call: the benchmark counts codebook
+        # usage on exactly the path users run.
+        self.on_codes: Optional[Callable[[str, Optional[torch.Tensor]], None]] = None
 
     @classmethod
     def from_pretrained(
@@ -396,9 +399,18 @@ class DiffCodePipeline:
         """One model call; on out-of-memory shrink the plan (then leave the GPU) and retry the batch."""
         tensor = torch.from_numpy(x).unsqueeze(1).to(plan.device)
 
+        views_done = []
+
         def restore(view: torch.Tensor, view_noise: Optional[torch.Tensor]) -> torch.Tensor:
-            return self.model.restore(view.contiguous(memory_format=torch.channels_last), options.spec.index,
-                                      steps=options.steps, fidelity=options.fidelity, noise=view_noise)
+            arguments = (view.contiguous(memory_format=torch.channels_last), options.spec.index)
+            settings = dict(steps=options.steps, fidelity=options.fidelity, noise=view_noise)
+            if self.on_codes is None:
+                return self.model.restore(*arguments, **settings)
+            image, codes = self.model.restore_with_codes(*arguments, **settings)
+            if not views_done:  # the plain (unturned) view's codes
+                self.on_codes(options.spec.name, codes)
+            views_done.append(True)
+            return image
 
         try:
             calibrate = plan.device.type == "cuda" and self._bytes_per_pixel is None

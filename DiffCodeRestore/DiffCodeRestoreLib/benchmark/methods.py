@@ -13,7 +13,7 @@ from typing import Dict, Optional, Protocol, Sequence, Set, Tuple, Union, runtim
 
 import numpy as np
 
-from ..tasks import TASKS, denormalize, get_task, intensity_scale, normalize
+from ..tasks import TASKS
 
 Spacing = Tuple[float, float]
 
@@ -35,13 +35,12 @@ def method_parameter(method: Method, task: str) -> str:
 
 
 class DiffCodeMethod:
-    """A trained DiffCode model restoring slice by slice, with the pipeline's intensity handling.
+    """A trained DiffCode model restoring slice by slice through ``DiffCodePipeline``, the path users run.
 
-    The input is normalised with ``tasks.normalize``, padded by reflection to the model's size
-    multiple, restored under ``torch.inference_mode()`` with a fixed seed, in the pipeline's precision
-    and memory layout (with ``self_ensemble``, averaged over flips and rotations: ``self_ensemble.py``),
-    cropped and mapped back to original units. The codes it retrieves (in the unturned view) are counted
-    per task (codebook usage on the test split).
+    Every slice goes through the pipeline's own intensity scaling, padding, diffusion noise (seeded),
+    range rules, precision and memory layout (with ``self_ensemble``, averaged over flips and rotations),
+    so each figure in the README is the product's. The codes the model retrieves (in the unturned
+    view) are counted per task through the pipeline's ``on_codes`` hook (codebook usage on the test split).
     """
 
     tasks = tuple(TASKS)
@@ -49,21 +48,19 @@ class DiffCodeMethod:
     def __init__(self, weights_folder: Union[str, Path], device: str = "cpu", steps: Optional[int] = None,
                  fidelity: Optional[float] = None, name: str = "diffcode", seed: int = 0, precision: str = "auto",
                  self_ensemble: bool = False):
-        import torch
-
-        from .. import device as devices
-        from ..models import DiffCodeModel
+        from ..pipeline import DiffCodePipeline
 
         self.name = name
-        self.device = torch.device(device)
-        self.precision = devices.resolve_precision(self.device, precision)
-        model = DiffCodeModel.from_pretrained(weights_folder, device=device, dtype=torch.float32)
-        self.model = model.to(memory_format=torch.channels_last).eval()
+        self.pipeline = DiffCodePipeline.from_pretrained(str(weights_folder), device=device, precision=precision)
+        self.pipeline.on_codes = self._count_codes
+        self.model = self.pipeline.model
+        self.precision = self.pipeline.precision
         self.steps = self.model.config.default_steps if steps is None else steps
         self.fidelity = self.model.config.default_fidelity if fidelity is None else fidelity
         self.seed = seed
         self.self_ensemble = self_ensemble
         self.codes_used: Dict[str, Set[int]] = {}
+        self._counting = True
 
     def parameter(self, task: str) -> str:
         precision = str(self.precision or "float32").replace("torch.", "")
@@ -80,49 +77,32 @@ class DiffCodeMethod:
             return None
         return len(self.codes_used[task]) / self.model.config.codebook_size
 
-    def restore(self, lq: np.ndarray, task: str, spacing: Spacing) -> np.ndarray:
-        restored, indices = self._run(lq, task)
-        if indices is not None:
+    def _count_codes(self, task: str, indices) -> None:
+        if self._counting and indices is not None:
             self.codes_used.setdefault(task, set()).update(indices.unique().tolist())
-        return restored
+
+    def restore(self, lq: np.ndarray, task: str, spacing: Spacing) -> np.ndarray:
+        """One (H, W) slice in original units through the pipeline; the same shape and units back."""
+        import SimpleITK as sitk
+
+        image = sitk.GetImageFromArray(np.asarray(lq, dtype=np.float32))
+        image.SetSpacing((float(spacing[1]), float(spacing[0])))
+        result = self.pipeline(image, task, steps=self.steps, fidelity=self.fidelity, seed=self.seed,
+                               self_ensemble=self.self_ensemble)
+        return sitk.GetArrayFromImage(result.image).astype(np.float32, copy=False)
 
     def seconds_per_slice(self, image: np.ndarray, task: str, repeat: int = 3) -> float:
         """Best of ``repeat`` timed restorations of one slice (after a warm-up); not counted as code usage."""
         import time
 
-        self._run(image, task)
-        best = math.inf
-        for _ in range(repeat):
-            started = time.perf_counter()
-            self._run(image, task)
-            best = min(best, time.perf_counter() - started)
+        self._counting = False
+        try:
+            self.restore(image, task, (1.0, 1.0))
+            best = math.inf
+            for _ in range(repeat):
+                started = time.perf_counter()
+                self.restore(image, task, (1.0, 1.0))
+                best = min(best, time.perf_counter() - started)
+        finally:
+            self._counting = True
         return best
-
-    def _run(self, lq: np.ndarray, task: str):
-        """(restored slice in original units, retrieved code indices or None)."""
-        import torch
-
-        from .. import device as devices
-        from ..self_ensemble import VIEWS, ensemble_mean
-
-        spec = get_task(task)
-        offset, scale = intensity_scale(task, lq)
-        x = normalize(task, lq, offset, scale)
-        height, width = x.shape
-        m = self.model.size_multiple
-        padded = np.pad(x, ((0, -height % m), (0, -width % m)), mode="reflect")
-        tensor = torch.from_numpy(np.ascontiguousarray(padded))[None, None].to(self.device)
-        generator = torch.Generator(device=self.device).manual_seed(self.seed)
-        codes = []  # the plain view's code indices first
-
-        def restore(view, _noise):
-            image, indices = self.model.restore_with_codes(
-                view.contiguous(memory_format=torch.channels_last), spec.index, steps=self.steps,
-                fidelity=self.fidelity, generator=generator)
-            codes.append(indices)
-            return image
-
-        with torch.inference_mode(), devices.autocast(self.device, self.precision):
-            image = ensemble_mean(restore, tensor, views=VIEWS if self.self_ensemble else 1)
-        restored = image[0, 0, :height, :width].cpu().numpy()
-        return denormalize(task, restored, offset, scale), codes[0]
