@@ -334,7 +334,11 @@ def test_unwritable_target_is_refused_before_work(ct):
 
 
 def test_stale_partial_folder_of_a_killed_run_is_removed(ct, tmp_path):
-    stale = tmp_path / f".out.{dicom_out._host()}.999999999.0123abcd{dicom_out.PARTIAL_MARK}"  # no such process
+    from DiffCodeRestoreLib.files import partial_path
+
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    mine = partial_path(tmp_path / "out", keep_suffix=False)  # named like ours, with a process that is gone
+    stale = mine.with_name(mine.name.replace(f".{os.getpid()}.", f".{finished.stdout.strip()}."))
     stale.mkdir()
     (stale / "slice_00001.dcm").write_bytes(b"half")
     write_dicom_series(ct.result, ct.source, tmp_path / "out", "ct-denoise", ct.metadata)

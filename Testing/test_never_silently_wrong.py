@@ -22,7 +22,8 @@ from DiffCodeRestoreLib import input_rules
 from DiffCodeRestoreLib.cli import main
 from DiffCodeRestoreLib.data.volumes import load_volume
 from DiffCodeRestoreLib.pipeline import DiffCodePipeline, NonFiniteResult
-from DiffCodeRestoreLib.volume_io import PARTIAL_MARK, VolumeError, read_volume, write_volumes
+from DiffCodeRestoreLib.files import PARTIAL_MARK
+from DiffCodeRestoreLib.volume_io import VolumeError, read_volume, write_volumes
 from images import oblique_image, write_dicom_series
 
 pydicom = pytest.importorskip("pydicom")

@@ -302,7 +302,8 @@ def plan_jobs(source: Path, output: Path, overwrite: bool, uncertainty: bool,
     and every output is a series folder (``dicom_out.write_dicom_series``).
     """
     from .cohort import LIST_SUFFIX, CohortError, read_cohort_list, select_shard
-    from .volume_io import (VolumeError, check_output_path, dicom_series_ids, is_partial_file, remove_stale_partials)
+    from .files import is_partial_file, remove_stale_partials
+    from .volume_io import VolumeError, check_output_path, dicom_series_ids
 
     if not source.exists():
         raise VolumeError(f"{source}: no such file or folder.")
@@ -378,7 +379,8 @@ def _output_name(item: Path) -> str:
 
 def _folder_jobs(source: Path, output: Path) -> List[Tuple[Path, Path]]:
     """Every volume in a folder (files and DICOM series folders); what is skipped is named."""
-    from .volume_io import VolumeError, dicom_series_ids, is_image_file, is_partial_file
+    from .files import is_partial_file
+    from .volume_io import VolumeError, dicom_series_ids, is_image_file
 
     jobs, skipped = [], []
     for item in sorted(source.iterdir()):

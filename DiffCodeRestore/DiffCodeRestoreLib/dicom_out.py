@@ -43,11 +43,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import re
 import shutil
-import socket
-import time
-import uuid
 from pathlib import Path
 from typing import Callable, List, Mapping, NamedTuple, Optional, Sequence
 
@@ -57,8 +53,8 @@ import SimpleITK as sitk
 from . import __version__
 from .errors import one_line
 from .tasks import get_task
+from .files import partial_path, remove_stale_partials
 from .volume_io import (
-    PARTIAL_MARK,
     PathLike,
     VolumeError,
     check_finite,
@@ -69,7 +65,6 @@ from .volume_io import (
 SERIES_NUMBER_OFFSET = 1000
 INT16_MIN, INT16_MAX = -32768, 32767
 POSITION_TOLERANCE_MM = 1e-3  # beyond the ~6 decimals of DICOM position strings and float32 geometry
-STALE_PARTIAL_SECONDS = 24 * 3600  # another computer's partial folder is stale after a day
 FILE_NAME = "slice_{:05d}.dcm"  # sorted by name = sorted along the slice normal
 
 # Tags describing the source's stored pixel values or their display, not valid for new pixels.
@@ -87,8 +82,6 @@ _DROPPED_TAGS = (
     0x7FE00008, 0x7FE00009,  # Float / Double Float Pixel Data
 )
 _PADDING_TAGS = (0x00280120, 0x00280121)  # Pixel Padding Value, Pixel Padding Range Limit
-_PARTIAL_FOLDER = re.compile(r"^\.(?P<name>.+)\.(?P<host>[^.]+)\.(?P<pid>\d+)\.[0-9a-f]{8}"
-                             + re.escape(PARTIAL_MARK) + "$")
 
 Progress = Callable[[int, int], None]
 
@@ -149,8 +142,8 @@ def write_dicom_series(
     series_uid = pydicom.uid.generate_uid()
     now = datetime.datetime.now()
     parent = output_folder.parent
-    _remove_stale_partial_folders(parent)
-    partial = _partial_folder(output_folder)
+    remove_stale_partials(parent)
+    partial = partial_path(output_folder, keep_suffix=False)
     written: List[Path] = []
     try:
         partial.mkdir()
@@ -416,14 +409,6 @@ def _is_dicom_file(path: Path) -> bool:
         return False
 
 
-def _host() -> str:
-    return socket.gethostname().replace(".", "-") or "host"
-
-
-def _partial_folder(output: Path) -> Path:
-    return output.with_name(f".{output.name}.{_host()}.{os.getpid()}.{uuid.uuid4().hex[:8]}{PARTIAL_MARK}")
-
-
 def _move_into_place(partial: Path, output: Path, overwrite: bool) -> None:
     """Rename the complete folder to ``output``; an old output is moved aside first and removed after."""
     if output.is_dir() and not any(output.iterdir()):
@@ -433,7 +418,7 @@ def _move_into_place(partial: Path, output: Path, overwrite: bool) -> None:
         return
     if not overwrite:  # appeared while writing
         raise VolumeError(f"{output}: the output folder appeared while writing; pass --overwrite to replace it.")
-    old = _partial_folder(output)
+    old = partial_path(output, keep_suffix=False)
     os.rename(str(output), str(old))
     try:
         os.rename(str(partial), str(output))
@@ -441,30 +426,6 @@ def _move_into_place(partial: Path, output: Path, overwrite: bool) -> None:
         os.rename(str(old), str(output))
         raise
     shutil.rmtree(str(old), ignore_errors=True)
-
-
-def _remove_stale_partial_folders(folder: Path) -> None:
-    """Partial folders of killed runs: this host's whose process is gone, other hosts' after a day."""
-    for item in folder.iterdir() if folder.is_dir() else []:
-        found = _PARTIAL_FOLDER.match(item.name)
-        if found is None or not item.is_dir() or item.is_symlink():
-            continue
-        if found["host"] == _host():
-            stale = not _process_alive(int(found["pid"]))
-        else:
-            stale = time.time() - item.stat().st_mtime > STALE_PARTIAL_SECONDS
-        if stale:
-            shutil.rmtree(str(item), ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 # ----------------------------------------------------------------------------------------------------

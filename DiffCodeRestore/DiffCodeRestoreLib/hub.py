@@ -38,13 +38,13 @@ import os
 import re
 import shutil
 import sys
-import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from .errors import WeightsError
+from .files import write_bytes_atomically
 
 PathLike = Union[str, "os.PathLike[str]"]
 RESOURCES = Path(__file__).resolve().parent.parent / "Resources"
@@ -186,7 +186,7 @@ class Catalog:
             "default": self.default,
             "models": [m.to_json() for m in self.models.values()],
         }
-        _write_atomically(self.path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
+        write_bytes_atomically(self.path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -250,7 +250,7 @@ def write_manifest(folder: PathLike) -> Path:
         raise WeightsError(f"{folder}: cannot list {odd[0]!r} in {MANIFEST_NAME}; rename it or move it out of the folder.")
     text = "".join(f"{sha256_of(folder / name)}  {name}\n" for name in names)
     path = folder / MANIFEST_NAME
-    _write_atomically(path, text.encode("utf-8"))
+    write_bytes_atomically(path, text.encode("utf-8"))
     return path
 
 
@@ -833,7 +833,7 @@ def import_weights(
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.is_symlink() or target.exists():
             target.unlink()
-        _write_atomically(target, path.read_bytes())
+        write_bytes_atomically(target, path.read_bytes())
         placed.setdefault(entry, []).append(spec.filename)
     if not placed:
         raise WeightsError(
@@ -844,16 +844,6 @@ def import_weights(
     snapshot = snapshot_folder(entry, cache_dir)
     missing = [name for name in REQUIRED_FILES if not (snapshot / name).is_file()]
     return entry, missing
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -12,11 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import socket
 import tempfile
-import time
-import uuid
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -24,6 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import one_line
+from .files import partial_path, remove, stem_of, suffix_of
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -32,29 +29,11 @@ OUTPUT_SUFFIXES = (".nrrd", ".nii", ".nii.gz")
 DICOM_MODALITY_TAG = "0008|0060"
 PROVENANCE_PREFIX = "DiffCode_"
 READER_PREFIX = "DiffCode:"  # facts a reader found about the file (e.g. the PET SUV factor), never written out
-# Our own unfinished files: ".<name>.<host>.<pid>.<random>.diffcode-partial<suffix>". Listing skips them;
-# one whose process is gone (killed during a write) is stale and removed before the folder is written again.
-PARTIAL_MARK = ".diffcode-partial"
-_PARTIAL_NAME = re.compile(r"\.(?P<host>[^.]+)\.(?P<pid>\d+)\.[0-9a-f]{8}" + re.escape(PARTIAL_MARK))
-STALE_PARTIAL_SECONDS = 24 * 3600  # a partial file of another computer is stale after a day
 POSITION_TOLERANCE_MM = 0.01  # DICOM positions are written with about 6 decimals; allow for rounding
 
 
 class VolumeError(ValueError):
     """A volume that cannot be restored or written; the message is one line saying what to do."""
-
-
-def suffix_of(path: PathLike) -> str:
-    """The format suffix, with ``.nii.gz`` as one suffix."""
-    name = Path(path).name.lower()
-    if name.endswith(".nii.gz"):
-        return ".nii.gz"
-    return Path(name).suffix
-
-
-def stem_of(path: PathLike) -> str:
-    name = Path(path).name
-    return name[: len(name) - len(suffix_of(path))]
 
 
 def is_image_file(path: PathLike) -> bool:
@@ -335,47 +314,6 @@ def check_writable_folder(folder: Path) -> None:
         raise VolumeError(f"{folder}: cannot write into this folder ({reason}); choose another output folder.") from None
 
 
-def partial_path(path: Path) -> Path:
-    """The name an output has while it is being written (see ``PARTIAL_MARK``)."""
-    host = socket.gethostname().replace(".", "-") or "host"
-    return path.with_name(f".{stem_of(path)}.{host}.{os.getpid()}.{uuid.uuid4().hex[:8]}{PARTIAL_MARK}"
-                          f"{suffix_of(path)}")
-
-
-def is_partial_file(path: PathLike) -> bool:
-    """True for our own unfinished output files (never an input)."""
-    name = Path(path).name
-    return name.startswith(".") and PARTIAL_MARK in name
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
-
-
-def remove_stale_partials(folder: PathLike) -> List[Path]:
-    """Delete partial files left by a killed run (its process is gone, or another host's after a day)."""
-    removed = []
-    this_host = socket.gethostname().replace(".", "-") or "host"
-    for item in Path(folder).iterdir() if Path(folder).is_dir() else []:
-        found = _PARTIAL_NAME.search(item.name) if is_partial_file(item) and item.is_file() else None
-        if found is None:
-            continue
-        if found["host"] == this_host:
-            stale = not _process_alive(int(found["pid"]))
-        else:
-            stale = time.time() - item.stat().st_mtime > STALE_PARTIAL_SECONDS
-        if stale:
-            _remove_quietly(item)
-            removed.append(item)
-    return removed
-
-
 def write_volume(
     image: sitk.Image,
     path: PathLike,
@@ -427,13 +365,13 @@ def write_volumes(
             renamed.append(final)
     except (RuntimeError, OSError) as error:
         for final in renamed:
-            _remove_quietly(final)
+            remove(final)
         failed = next((final for _, final in written if final not in renamed), targets[0])
         raise VolumeError(f"{failed}: cannot write ({one_line(error)}); nothing of this output was kept.") from None
     finally:
         for temporary, _ in written:
             if temporary.exists():
-                _remove_quietly(temporary)
+                remove(temporary)
     return targets
 
 
@@ -445,13 +383,6 @@ def check_finite(image: sitk.Image, label: str) -> None:
             if not np.isfinite(plane).all():
                 raise VolumeError(f"{label}: the result holds NaN or infinite values and was not written; retry with "
                                   "--precision float32 (Python: precision='float32') and report it if it persists.")
-
-
-def _remove_quietly(path: Path) -> None:
-    try:
-        path.unlink()
-    except OSError:
-        pass
 
 
 def _drop_reader_metadata(image: sitk.Image) -> None:

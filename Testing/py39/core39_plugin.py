@@ -27,6 +27,7 @@ SELECTION = HERE / "selection.txt"
 CORE_MODULES = (
     "DiffCodeRestoreLib",
     "DiffCodeRestoreLib.errors",
+    "DiffCodeRestoreLib.files",
     "DiffCodeRestoreLib.tasks",
     "DiffCodeRestoreLib.volume_io",
     "DiffCodeRestoreLib.hub",
