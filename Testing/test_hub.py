@@ -816,3 +816,54 @@ def test_cancel_seen_as_the_last_bytes_arrive_still_cancels_and_keeps_nothing(se
     assert cancel.cancelled
     repo = hub.repo_cache_folder(catalog.get(), cache)
     assert not repo.exists() or not any(p.is_file() for p in repo.rglob("*"))
+
+
+def test_a_project_weights_folder_is_imported_listed_and_used_by_name(tmp_path, tiny_weights, monkeypatch, capsys):
+    """An adapted model's folder (manifest + adaptation.json) goes into the local models folder, shows in
+    `weights list` with its held-out figures, restores by name; a damaged copy is refused at import."""
+    import json
+    import shutil
+
+    import SimpleITK as sitk
+
+    from DiffCodeRestoreLib.cli import main
+    from images import oblique_image
+
+    monkeypatch.setenv("DIFFCODE_MODELS_DIR", str(tmp_path / "models"))
+    adapted = tmp_path / "my-ct"
+    shutil.copytree(tiny_weights, adapted)
+    (adapted / "adaptation.json").write_text(json.dumps({
+        "task": "ct-denoise", "base": {"name": "diffcode-small"},
+        "scores": {"base model": {"psnr": 21.43, "ssim": 0.58}, "adapted model": {"psnr": 22.5, "ssim": 0.66}}}))
+    hub.write_manifest(adapted)
+    damaged = tmp_path / "damaged" / "my-ct"
+    shutil.copytree(adapted, damaged)
+    data = bytearray((damaged / hub.WEIGHTS_FILE).read_bytes())
+    data[100] ^= 0x01
+    (damaged / hub.WEIGHTS_FILE).write_bytes(bytes(data))
+    assert main(["weights", "import", str(damaged)]) == 1
+    assert "damaged" in capsys.readouterr().err and not (tmp_path / "models" / "my-ct").exists()
+
+    assert main(["weights", "import", str(adapted)]) == 0
+    assert "--model my-ct" in capsys.readouterr().out
+    assert main(["weights", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "my-ct" in listed and "adapted for ct-denoise; held-out PSNR 22.50 dB, +1.07 dB over diffcode-small" in listed
+    source = tmp_path / "ct.nrrd"
+    sitk.WriteImage(oblique_image(size=(16, 16, 2)), str(source))
+    assert main(["restore", str(source), str(tmp_path / "out.nrrd"), "--task", "ct-denoise", "--model", "my-ct",
+                 "--quiet"]) == 0
+    assert "unverified" not in capsys.readouterr().err
+    assert main(["weights", "import", str(adapted)]) == 1  # the name is taken
+    assert "exists already" in capsys.readouterr().err
+
+
+def test_new_model_names_are_checked(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFCODE_MODELS_DIR", str(tmp_path))
+    assert hub.new_local_model_folder("my-scanner_ct.v2") == tmp_path / "my-scanner_ct.v2"
+    for bad in ("", ".hidden", "../escape", "a b", "x/y"):
+        with pytest.raises(WeightsError, match="cannot name a model"):
+            hub.new_local_model_folder(bad)
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(WeightsError, match="exists already"):
+        hub.new_local_model_folder("taken")

@@ -495,7 +495,7 @@ def test_the_panel_listens_to_the_installer():
 def test_callbacks_after_a_run_never_dereference_the_parameter_node_unchecked():
     """The timer calls these after the scene may have been closed (no parameter node then)."""
     functions = _module_functions()
-    for name in ("onRestoreFinished", "onWorkerEvent", "setRunning", "onInstallBusy", "onInstalled"):
+    for name in ("onRestoreFinished", "onWorkerEvent", "setRunning", "onInstallBusy", "onInstalled", "onAdaptFinished"):
         source = functions[f"DiffCodeRestoreWidget.{name}"]
         assert "self._parameterNode." not in source, f"{name} reads the parameter node without a check"
     assert "restore_follow_up(" in functions["DiffCodeRestoreWidget.onRestoreFinished"]

@@ -570,6 +570,8 @@ def resolve(
     if model is not None and Path(model).is_dir():
         return _resolve_folder(Path(model), message)
     catalog = catalog or Catalog.load()
+    if model is not None and str(model) not in catalog.models and (local_models_dir() / str(model)).is_dir():
+        return _resolve_folder(local_models_dir() / str(model), message)  # an adapted or imported model
     entry = catalog.get(None if model is None else str(model))
 
     snapshot = snapshot_folder(entry, cache_dir)
@@ -800,6 +802,84 @@ def explain_hub_error(error: BaseException, entry: ModelEntry, filename: str, en
         return f"cannot reach {endpoint} and {filename} is not in the cache"
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return f"downloading {filename} from {where} failed: {first}"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Models of one's own (adapted to a scanner, or imported): one folder each, found by name
+
+
+LOCAL_MODELS_ENV = "DIFFCODE_MODELS_DIR"
+ADAPTATION_FILE = "adaptation.json"  # written by adapt: the task, the base model and the held-out scores
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    name: str
+    folder: Path
+    task: Optional[str]  # the task it was adapted for (None: not an adapted model)
+    summary: str  # one line for lists and the Slicer model selector: task, base, held-out figures
+
+
+def local_models_dir() -> Path:
+    """Where models of one's own live (``$DIFFCODE_MODELS_DIR``, else ``~/.cache/diffcode-restore/models``):
+    ``restore --model NAME``, ``weights list`` and the Slicer model selector find them there."""
+    if os.environ.get(LOCAL_MODELS_ENV):
+        return Path(os.environ[LOCAL_MODELS_ENV]).expanduser()
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "diffcode-restore" / "models"
+
+
+def describe_local_model(folder: Path) -> LocalModel:
+    """Name, task and a one-line summary of a weights folder of one's own (from its adaptation.json)."""
+    try:
+        facts = json.loads((folder / ADAPTATION_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return LocalModel(folder.name, folder, None, "weights of one's own")
+    scores = facts.get("scores", {})
+    adapted, base = scores.get("adapted model", {}), scores.get("base model", {})
+    figures = ""
+    if "psnr" in adapted and "psnr" in base:
+        figures = (f"; held-out PSNR {adapted['psnr']:.2f} dB, {adapted['psnr'] - base['psnr']:+.2f} dB over "
+                   f"{facts.get('base', {}).get('name', 'its base')}")
+    return LocalModel(folder.name, folder, facts.get("task"), f"adapted for {facts.get('task')}{figures}")
+
+
+def local_models(folder: Optional[PathLike] = None) -> List[LocalModel]:
+    """The weights folders in ``local_models_dir()`` (sorted by name); partial folders are skipped."""
+    root = Path(folder) if folder is not None else local_models_dir()
+    found = []
+    for item in sorted(root.iterdir()) if root.is_dir() else []:
+        if item.is_dir() and not item.name.startswith(".") and all((item / n).is_file() for n in REQUIRED_FILES):
+            found.append(describe_local_model(item))
+    return found
+
+
+def new_local_model_folder(name: str) -> Path:
+    """Where a new model of one's own named ``name`` goes; a one-line error for a bad or taken name."""
+    name = (name or "").strip()
+    if not name or name.startswith(".") or any(not (c.isalnum() or c in "._-") for c in name):
+        raise WeightsError(f"{name!r} cannot name a model: use letters, digits, '.', '_' and '-' (e.g. my-scanner-ct).")
+    folder = local_models_dir() / name
+    if folder.exists():
+        raise WeightsError(f"a model named {name!r} exists already ({folder}); choose another name or delete it.")
+    return folder
+
+
+def import_local_model(source: PathLike, name: Optional[str] = None) -> Path:
+    """Copy a weights folder the project wrote (adapt, export: it has ``checksums.sha256``) into
+    ``local_models_dir()`` after verifying every file; it is then found by name. Returns the new folder."""
+    source = Path(source)
+    if verify_folder(source) is None:
+        raise WeightsError(f"{source}: no {MANIFEST_NAME} to verify the files against; only weights folders written "
+                           f"by DiffCode Restore (adapt, export) can be imported, use --model FOLDER for others.")
+    target = new_local_model_folder(name or source.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    from .files import atomic_path
+
+    with atomic_path(target, keep_suffix=False) as staging:
+        shutil.copytree(str(source), str(staging))
+        verify_folder(staging)  # the copy, too
+    return target
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -46,11 +46,13 @@ from typing import Any, Dict, List, Optional, Sequence
 from .errors import CancelToken, one_line
 
 EVENT_PREFIX = "DIFFCODE "
-ACTIONS = ("restore", "download", "probe")
+ACTIONS = ("restore", "download", "probe", "adapt")
 OPTION_NAMES = ("scale", "steps", "fidelity", "seed", "samples", "self_ensemble", "tile_size", "suv_factor",
                 "hu_offset")
+# "level": the task's degradation level (MRI k-space factor, CT photons per ray, PET dose fraction).
+ADAPT_OPTION_NAMES = ("minutes", "iterations", "level", "hu_offset", "suv_factor", "force")
 EXIT_OK, EXIT_ERROR, EXIT_BAD_REQUEST, EXIT_CANCELLED = 0, 1, 2, 130
-ERROR_KINDS = ("input", "weights", "no_gpu", "out_of_memory", "cancelled", "internal")
+ERROR_KINDS = ("input", "weights", "no_gpu", "out_of_memory", "cancelled", "refused", "internal")
 PACKAGE_PARENT = Path(__file__).resolve().parent.parent  # the folder that holds DiffCodeRestoreLib
 
 
@@ -68,10 +70,12 @@ class WorkerError(RuntimeError):
 
 @dataclass
 class WorkerRequest:
-    """What the worker is asked to do. Paths are absolute; ``options`` go to the pipeline call."""
+    """What the worker is asked to do. Paths are absolute; ``options`` go to the pipeline call (restore) or
+    to ``adapt.adapt`` (adapt: ``inputs`` are the high-quality volumes, ``output`` the new weights folder)."""
 
     action: str = "restore"
     input: Optional[str] = None
+    inputs: List[str] = field(default_factory=list)
     output: Optional[str] = None
     task: Optional[str] = None
     uncertainty_output: Optional[str] = None
@@ -82,13 +86,15 @@ class WorkerRequest:
     def validate(self) -> "WorkerRequest":
         if self.action not in ACTIONS:
             raise ValueError(f"unknown action {self.action!r}: choose one of {', '.join(ACTIONS)}.")
-        unknown = sorted(set(self.options) - set(OPTION_NAMES))
+        allowed = ADAPT_OPTION_NAMES if self.action == "adapt" else OPTION_NAMES
+        unknown = sorted(set(self.options) - set(allowed))
         if unknown:
-            raise ValueError(f"unknown option(s) {', '.join(unknown)}: allowed are {', '.join(OPTION_NAMES)}.")
-        if self.action == "restore":
-            missing = [name for name in ("input", "output", "task") if not getattr(self, name)]
+            raise ValueError(f"unknown option(s) {', '.join(unknown)}: allowed are {', '.join(allowed)}.")
+        if self.action in ("restore", "adapt"):
+            needed = ("input", "output", "task") if self.action == "restore" else ("inputs", "output", "task")
+            missing = [name for name in needed if not getattr(self, name)]
             if missing:
-                raise ValueError(f"a restore request needs {', '.join(missing)}.")
+                raise ValueError(f"a {self.action} request needs {', '.join(missing)}.")
             from .tasks import get_task
 
             get_task(self.task)
@@ -147,6 +153,8 @@ def _classify(error: BaseException) -> str:
         return "weights"
     if isinstance(error, VolumeError):
         return "input"
+    if type(error).__name__ == "AdaptRefused":  # the adapted model was not better than its base: not written
+        return "refused"
     try:
         from .device import is_out_of_memory
 
@@ -221,6 +229,26 @@ def _restore(request: WorkerRequest, cancel: CancelToken) -> None:
     emit("done", output=request.output, uncertainty=uncertainty, metadata=result.metadata)
 
 
+def _adapt(request: WorkerRequest, cancel: CancelToken) -> None:
+    """Fine-tune the model on the user's high-quality volumes (``adapt.adapt``), reporting its progress."""
+    from .adapt import adapt
+    from .adapt_data import LEVELS
+
+    options = dict(request.options)
+    if options.get("level") is not None:
+        options[LEVELS[request.task]] = options.pop("level")
+    options.pop("level", None)
+
+    def on_progress(progress) -> None:
+        emit("progress", fraction=progress.fraction, message=progress.message, phase=progress.phase,
+             eta_s=progress.eta_s)
+
+    result = adapt(request.inputs, request.task, request.output, base=request.model, device=request.device,
+                   progress=on_progress, cancel=cancel, message=lambda text: emit("warning", message=text),
+                   **options)
+    emit("done", folder=str(result.folder), table=result.table(), gain_db=result.gain_db, task=result.task)
+
+
 def run(request: WorkerRequest) -> int:
     """Carry out one request in this process; return the exit code (events go to stdout)."""
     cancel = CancelToken()
@@ -228,13 +256,14 @@ def run(request: WorkerRequest) -> int:
         signal.signal(signum, lambda *_: cancel.cancel())
     emit("start", action=request.action, pid=os.getpid())
     try:
-        {"restore": _restore, "download": _download, "probe": lambda r, c: _probe()}[request.action](request, cancel)
+        actions = {"restore": _restore, "download": _download, "probe": lambda r, c: _probe(), "adapt": _adapt}
+        actions[request.action](request, cancel)
         return EXIT_OK
     except KeyboardInterrupt:
         emit("error", kind="cancelled", message="cancelled; no output was written.")
         return EXIT_CANCELLED
     except Exception as error:  # every failure ends as one line, never a traceback
-        kind = "cancelled" if type(error).__name__ == "DownloadCancelled" else _classify(error)
+        kind = "cancelled" if type(error).__name__ in ("DownloadCancelled", "AdaptCancelled") else _classify(error)
         message = one_line(error)
         emit("error", kind=kind, message=message)
         print(f"DiffCode Restore: {message}", file=sys.stderr, flush=True)

@@ -70,6 +70,7 @@ class PolledJob:
         self.prepare = prepare
         self.registry = JOBS if registry is None else registry
         self.outputNode = None
+        self.result: Optional[Dict[str, Any]] = None  # the worker's "done" event, for jobs that make no node
         self.error: Optional[Exception] = None
         self.startTime = time.time()
         self._done = False

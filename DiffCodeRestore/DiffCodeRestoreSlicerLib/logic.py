@@ -210,6 +210,64 @@ class DiffCodeRestoreLogic(ScriptedLoadableModuleLogic):
             raise job.error
         return job.outputNode
 
+    # -- adapting to the user's scanner ------------------------------------------------------------
+    def adapt(self, volumeNodes, task: str, name: str, minutes: float = 10.0, level: Optional[float] = None,
+              model: Optional[str] = None, device: str = "auto", waitForCompletion: bool = True,
+              progressCallback=None, completedCallback=None):
+        """Fine-tune the model for ``task`` on high-quality volume nodes, in a worker (``adapt.adapt``).
+
+        The volumes go to the worker as files without their names; the new weights folder is
+        ``hub.local_models_dir()/name`` and appears in the model selector. ``level``: the task's
+        degradation (MRI k-space factor, CT photons per ray, PET dose fraction; None: the headline).
+        Blocking (default): returns the worker's result (``folder``, ``table``, ``gain_db``) and raises
+        ``WorkerError`` (``kind`` "refused" when the adapted model was not better than its base).
+        Non-blocking: returns the job; ``completedCallback(job)`` gets ``job.result`` or ``job.error``.
+        """
+        from DiffCodeRestoreLib import hub
+
+        nodes = [node for node in (volumeNodes or []) if node is not None]
+        if not nodes:
+            raise mrml.VolumeNodeError(_("Check at least one high-quality volume to adapt to."))
+        for node in nodes:
+            mrml.check_input_node(node)
+        task = get_task(task).name
+        folder = hub.new_local_model_folder(name)
+        if not self.ensureDependencies():
+            raise RuntimeError(_("Adapting needs PyTorch and the module's packages: click again and accept the "
+                                 "installation."))
+        options: Dict[str, Any] = {"minutes": float(minutes)}
+        if level:
+            options["level"] = float(level)
+        request = WorkerRequest(action="adapt", task=task, output=str(folder), model=model or None, device=device,
+                                options=options)
+
+        def prepare(worker: WorkerJob) -> None:  # no names: the files are hq0.nrrd, hq1.nrrd, ...
+            request.inputs = [mrml.write_node_to_file(node, worker.path(f"hq{index}.nrrd")).as_posix()
+                              for index, node in enumerate(nodes)]
+
+        def finished(job: PolledJob) -> None:
+            try:
+                job.result = job.worker.outcome()
+            except Exception as error:
+                job.error = error
+            if completedCallback:
+                completedCallback(job)
+
+        job = self.startWorker(request, progressCallback, finished, prepare)
+        if not waitForCompletion:
+            return job
+        job.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    @staticmethod
+    def localModels():
+        """Models of one's own (adapted here or imported): ``hub.LocalModel`` each, without huggingface_hub."""
+        from DiffCodeRestoreLib import hub
+
+        return hub.local_models()
+
     # -- models -----------------------------------------------------------------------------------
     @staticmethod
     def catalog():

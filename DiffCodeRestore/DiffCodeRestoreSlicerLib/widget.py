@@ -7,6 +7,7 @@ apply) lives in ``panel.py`` and is tested without Slicer; this file maps those 
 """
 
 import logging
+import os
 from typing import Any, Dict, List, Optional
 
 import qt
@@ -41,6 +42,8 @@ class DiffCodeRestoreWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._lastResult = None
         self._suggestedForID = None
         self._modelStatuses: Dict[str, Any] = {}
+        self._localModels: Dict[str, Any] = {}
+        self._adaptJob: Optional[PolledJob] = None
         self._probeJob: Optional[PolledJob] = None
         self._probedWithTorch = False
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -68,6 +71,8 @@ class DiffCodeRestoreWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.adaptButton.connect("clicked(bool)", self.onAdaptButton)
+        self.ui.adaptVolumesSelector.setMRMLScene(slicer.mrmlScene)
         self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputVolumeChanged)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelSelected)
         self.ui.downloadModelButton.connect("clicked(bool)", self.onDownloadModel)
@@ -153,6 +158,9 @@ class DiffCodeRestoreWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for widget in (self.ui.inputsCollapsibleButton, self.ui.modelCollapsibleButton,
                        self.ui.advancedCollapsibleButton):
             widget.setEnabled(job is None and not installing)
+        adapting = job is not None and job is self._adaptJob
+        self.ui.adaptButton.text = _("Cancel adaptation") if adapting else _("Adapt")
+        self.ui.adaptButton.enabled = not installing and (adapting or job is None)
         if parameters is None:
             return
         isMri = parameters.task == RestoreTask.MRI_SR
@@ -217,7 +225,10 @@ class DiffCodeRestoreWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 combo.addItem(text, "" if entry.name == default else entry.name)
                 combo.setItemData(combo.count - 1, entry.description, qt.Qt.ToolTipRole)
             self._modelStatuses = {status.entry.name: status for status in statuses}
-            if not statuses:
+            self._localModels = {model.name: model for model in self.logic.localModels()}
+            for model in self._localModels.values():  # adapted to a scanner here, or imported
+                combo.addItem(_("{name} (yours: {summary})").format(name=model.name, summary=model.summary), model.name)
+            if not statuses and not self._localModels:
                 combo.addItem(_("no model in the catalog: import weights"), "")
         except ImportError:  # huggingface_hub not installed yet: it is installed on first use
             self._modelStatuses = {}
@@ -244,8 +255,11 @@ class DiffCodeRestoreWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode is not None and self.ui.modelComboBox.currentData is not None:
             self._parameterNode.model = self.ui.modelComboBox.currentData
         status = self.selectedModelStatus()
+        local = self._localModels.get(self.ui.modelComboBox.currentData or "")
         if status is None:
-            self.ui.modelStatusLabel.text = ""
+            self.ui.modelStatusLabel.text = _("Your model in {folder}: {summary}.").format(
+                folder=local.folder, summary=local.summary) if local else ""
+            self.ui.deleteCachedModelButton.enabled = False
             return
         entry = status.entry
         where = {
@@ -383,6 +397,57 @@ class DiffCodeRestoreWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 parameters.device = "cpu"
                 self.onApplyButton()
         elif followUp.show_error:
+            slicer.util.errorDisplay(str(error), windowTitle=_("DiffCode Restore"))
+
+    # -- adapting to the user's scanner ------------------------------------------------------------
+    def onAdaptButton(self) -> None:
+        """Start an adaptation in a worker (progress and Cancel like a restore), or cancel the running one."""
+        if self.logic.installer.busy:
+            return
+        if self._job is not None:
+            if self._job is self._adaptJob:
+                self._job.cancel()
+                self.ui.statusLabel.text = _("Cancelling; the best model so far stays for resuming...")
+                self.updateGUI()
+            return
+        parameters = self._parameterNode
+        if parameters is None:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Could not start the adaptation."), waitCursor=True):
+            task = parameters.task.value
+            name = self.ui.adaptNameLineEdit.text.strip() or f"my-{task}"
+            job = self.logic.adapt(list(self.ui.adaptVolumesSelector.checkedNodes()), task, name,
+                                   minutes=self.ui.adaptMinutesSpinBox.value,
+                                   level=self.ui.adaptLevelSpinBox.value or None, model=parameters.model or None,
+                                   device=parameters.device, waitForCompletion=False,
+                                   progressCallback=self.onWorkerEvent, completedCallback=self.onAdaptFinished)
+            self._adaptJob = job
+            self.ui.adaptResultLabel.text = ""
+            self.setRunning(job, _("Adapting to your scans ({task})...").format(task=get_task(task).title))
+
+    def onAdaptFinished(self, job: PolledJob) -> None:
+        """Show the held-out figures and offer the new model; the scene may have been closed meanwhile."""
+        self._adaptJob = None
+        self.setRunning(None)
+        self.refreshModels()
+        error = job.error
+        kind = None if error is None else getattr(error, "kind", "internal")
+        if error is None:
+            name = os.path.basename(job.result.get("folder", ""))
+            self.ui.adaptResultLabel.text = _("New model '{name}' ({gain:+.2f} dB over its base on held-out slices; "
+                                              "chosen in Model above):\n{table}").format(
+                name=name, gain=job.result.get("gain_db", 0.0), table=job.result.get("table", ""))
+            self.ui.statusLabel.text = _("Adapted in {minutes:.1f} min.").format(minutes=job.elapsed / 60)
+            index = self.ui.modelComboBox.findData(name)
+            if index >= 0:
+                self.ui.modelComboBox.setCurrentIndex(index)
+            return
+        if kind == "cancelled":
+            self.ui.statusLabel.text = _("Adaptation cancelled; adapt again with the same settings to resume.")
+            return
+        self.ui.adaptResultLabel.text = str(error)
+        self.ui.statusLabel.text = str(error)
+        if kind not in ("refused", "input"):
             slicer.util.errorDisplay(str(error), windowTitle=_("DiffCode Restore"))
 
     # -- model buttons ----------------------------------------------------------------------------
