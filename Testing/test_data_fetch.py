@@ -16,7 +16,7 @@ import pytest
 from DiffCodeRestoreLib.data import cache_dir
 from DiffCodeRestoreLib.data import fetch as fetch_module
 from DiffCodeRestoreLib.data.fetch import CACHED, FETCHED, MARKER, fetch, fetched_path, is_fetched
-from DiffCodeRestoreLib.data.sources import DEBIAN, PYPI_WHEEL, SOURCES, Source
+from DiffCodeRestoreLib.data.sources import OPTIONAL_KINDS, PYPI_WHEEL, SOURCES, Source
 
 PACKAGE = "diffcode-fake-data"
 WHEEL = "diffcode_fake_data-1.0-py3-none-any.whl"
@@ -125,7 +125,7 @@ def test_unknown_source_is_a_clear_error():
 def test_registry_pins_every_source():
     for source in SOURCES.values():
         assert len(source.sha256) == 64 and source.version and source.members
-        assert source.required == (source.kind != DEBIAN)
+        assert source.required == (source.kind not in OPTIONAL_KINDS)
         assert source.version in source.archive
 
 
@@ -133,7 +133,7 @@ def test_real_cache_matches_the_pinned_archives():
     """``make test`` runs the fetch first: required sources must be there, from the pinned archives."""
     for source in SOURCES.values():
         if not source.required and not is_fetched(source):
-            continue  # optional Debian source, unavailable on this OS
+            continue  # optional Debian or npm source, unavailable on this OS
         assert is_fetched(source), f"run `python -m DiffCodeRestoreLib.data.fetch` ({source.name} missing)"
         marker = fetch_module.read_marker(cache_dir() / "sources" / source.name)
         assert marker["sha256"] == source.sha256 and marker["version"] == source.version

@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--self-ensemble", action="store_true",
                          help="also restore each slice flipped and rotated by 90 degrees and average the 8 results "
                               "(a little better, 8x the time)")
-    restore.add_argument("--model", help="catalog model name or a weights folder (default: the default model)")
+    restore.add_argument("--model", help="catalog model name, the name of an adapted or imported model, or a weights "
+                                        "folder (default: the default model)")
     restore.add_argument("--suv-factor", type=_bounded(float, 1e-12, what="number"),
                          help="PET stored in Bq/mL: SUVbw = value x F (F = body weight in g / decay-corrected "
                               "injected dose in Bq); the output is written back in Bq/mL. DICOM PET series get it "
@@ -115,7 +116,44 @@ def build_parser() -> argparse.ArgumentParser:
         action = actions.add_parser(name, help=text)
         action.add_argument("name", nargs="?", help="model name (default: the default model)")
     imported = actions.add_parser("import", help="put weights files copied by hand into the cache, after checking them")
-    imported.add_argument("source", help="model.safetensors / config.json, or a folder holding them")
+    imported.add_argument("source", help="model.safetensors / config.json of a catalog model, or a folder holding them; "
+                                          "or a weights folder written by `adapt` or export (with checksums.sha256), "
+                                          "which is then used by its name")
+
+    adapt = commands.add_parser("adapt", help="fine-tune a model on your own high-quality scans into a new weights "
+                                              "folder (the low-quality side is simulated)")
+    adapt.add_argument("hq", nargs="+", metavar="HQ",
+                       help="high-quality volumes of one task: NRRD, NIfTI, MHA files, DICOM series folders, or "
+                            "folders of them; with several volumes the last fifth are held out for validation")
+    adapt.add_argument("--task", required=True, choices=("mri-sr", "ct-denoise", "pet-synthesis"))
+    adapt.add_argument("--out", required=True, help="new folder for the adapted weights (Hub layout, with a model card "
+                                                    "and checksums)")
+    adapt.add_argument("--base", help="catalog model name or weights folder to start from (default: the default model)")
+    budget = adapt.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=_bounded(float, 0.1, what="number"),
+                        help="time for the whole adaptation, reading and simulating included (default 10)")
+    budget.add_argument("--iterations", type=_bounded(int, 1, what="whole number"), help="training steps instead")
+    adapt.add_argument("--scale", type=_bounded(float, 1.0, 16.0, "number"),
+                       help="mri-sr: k-space factor of the simulated low-resolution images (default 4)")
+    adapt.add_argument("--i0", type=_bounded(float, 100.0, 1e8, "number"),
+                       help="ct-denoise: incident photons per ray of the simulated low dose (default 5e4)")
+    adapt.add_argument("--dose-fraction", type=_bounded(float, 0.001, 1.0, "number"),
+                       help="pet-synthesis: share of the counts of the simulated low dose (default 1/12)")
+    adapt.add_argument("--like", metavar="LQ_FILE",
+                       help="one of your real low-quality scans: the level is estimated from it (e.g. the CT noise "
+                            "in soft tissue) instead of --scale/--i0/--dose-fraction")
+    adapt.add_argument("--device", default="auto", help="auto (default), cuda, mps or cpu; under torchrun: one process "
+                                                        "per GPU (or CPU processes with gloo)")
+    adapt.add_argument("--force", action="store_true",
+                       help="write the adapted model even if it is not better than the base on the held-out data")
+    adapt.add_argument("--hu-offset", type=float, help="CT stored without HU: HU = value + H (as for restore)")
+    adapt.add_argument("--suv-factor", type=_bounded(float, 1e-12, what="number"),
+                       help="PET stored in Bq/mL: SUVbw = value x F (as for restore)")
+    adapt.add_argument("--seed", type=_bounded(int, 0, MAX_SEED, "whole number"), default=0,
+                       help="random seed of the simulation and training (default 0)")
+    adapt.add_argument("--threads", type=_bounded(int, 1, what="whole number"),
+                       help="CPU threads (default: torch's); on a CPU shared with other work fewer can be faster")
+    adapt.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -130,6 +168,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "restore":
             return run_restore(args)
+        if args.command == "adapt":
+            return run_adapt(args)
         return run_weights(args)
     except UsageError as error:
         _error(str(error))
@@ -470,6 +510,11 @@ def run_weights(args: argparse.Namespace) -> int:
     if args.action == "list":
         return _weights_list(catalog)
     if args.action == "import":
+        source = Path(args.source)
+        if source.is_dir() and (source / hub.MANIFEST_NAME).is_file() and not _holds_catalog_files(source, catalog):
+            folder = hub.import_local_model(source)  # adapted or exported by the project: found by name from now on
+            print(f"imported {folder.name} into {folder}; use it with --model {folder.name}")
+            return EXIT_OK
         entry, missing = hub.import_weights(args.source, catalog)
         folder = hub.snapshot_folder(entry)
         if missing:
@@ -489,6 +534,17 @@ def run_weights(args: argparse.Namespace) -> int:
         removed = hub.clear_cache(entry)
         print(f"deleted the cached {entry.name}" if removed else f"no cached copy of {entry.name}")
     return EXIT_OK
+
+
+def _holds_catalog_files(folder: Path, catalog) -> bool:
+    """Whether a folder holds a catalog model's weights file (then it is a copy of a published model)."""
+    from . import hub
+
+    weights = folder / hub.WEIGHTS_FILE
+    if not weights.is_file():
+        return False
+    digest = hub.sha256_of(weights)
+    return any(spec.sha256 == digest for entry in catalog.models.values() for spec in entry.files)
 
 
 def _weights_list(catalog) -> int:
@@ -513,6 +569,9 @@ def _weights_list(catalog) -> int:
                 where = "cached" if copy == "cache" else "bundled"
                 notes.append(f"{entry.name}: the {where} copy is damaged ({', '.join(damage)}): "
                              f"{hub.damage_advice(catalog, entry, copy)}.")
+    for model in hub.local_models():  # adapted or imported: used by name, verified by their manifest on load
+        size = sum(f.stat().st_size for f in model.folder.iterdir() if f.is_file())
+        rows.append((model.name, model.task or "-", "local: " + model.summary, f"{size / 1e6:.1f} MB", "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
@@ -562,3 +621,79 @@ def _note(text: str) -> None:
 
 def _error(text: str) -> None:
     print(f"{PROG}: error: {text}", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------------------
+# adapt
+
+
+def run_adapt(args: argparse.Namespace) -> int:
+    """``adapt``: the Python function ``adapt.adapt`` with a progress bar, Ctrl-C and the held-out table.
+
+    The first Ctrl-C (or SIGTERM, e.g. a scheduler's time limit) asks the run to stop after the current
+    step; it saves its checkpoint and the best model so far, and the same command resumes it. A second
+    Ctrl-C stops at once (what was saved before stays). Under torchrun only rank 0 prints.
+    """
+    from .errors import CancelToken
+
+    levels = {"scale": "mri-sr", "i0": "ct-denoise", "dose_fraction": "pet-synthesis"}
+    for name, task in levels.items():
+        if getattr(args, name) is not None and args.task != task:
+            raise UsageError(f"--{name.replace('_', '-')} is the level of {task}, not of {args.task} "
+                             f"(see `{PROG} adapt --help`)")
+    if args.like is not None and getattr(args, next(n for n, t in levels.items() if t == args.task)) is not None:
+        raise UsageError(f"give either --like or the level itself, not both (see `{PROG} adapt --help`)")
+    cancel = CancelToken()
+
+    def stop(signum, frame):
+        if cancel.cancelled:
+            raise KeyboardInterrupt
+        cancel.cancel()
+        _note("stopping after this step (the checkpoint is kept; Ctrl-C again stops at once)")
+
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[signum] = signal.signal(signum, stop)
+        except ValueError:  # not the main thread
+            pass
+    try:
+        return _adapt_with_bar(args, cancel)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _adapt_with_bar(args: argparse.Namespace, cancel) -> int:
+    from tqdm.auto import tqdm
+
+    from .adapt import AdaptCancelled, AdaptRefused, adapt
+
+    bar = tqdm(total=100, unit="%", desc="adapt", disable=args.quiet,
+               bar_format="{desc}: {percentage:3.0f}%|{bar:20}| {postfix}")
+
+    def progress(update) -> None:
+        bar.update(int(100 * update.fraction) - bar.n)
+        eta = "" if update.eta_s is None else f", ETA {int(update.eta_s // 60)}:{int(update.eta_s % 60):02d}"
+        bar.set_postfix_str(f"{update.phase}: {update.message}{eta}", refresh=False)
+
+    try:
+        result = adapt(args.hq, args.task, args.out, base=args.base, minutes=args.minutes, iterations=args.iterations,
+                       scale=args.scale, i0=args.i0, dose_fraction=args.dose_fraction, like=args.like,
+                       device=args.device, force=args.force, hu_offset=args.hu_offset, suv_factor=args.suv_factor,
+                       seed=args.seed, progress=progress, cancel=cancel, message=_note, threads=args.threads)
+    except AdaptRefused as error:
+        bar.close()
+        _error(one_line(error))
+        return EXIT_FAILED
+    except AdaptCancelled as error:
+        bar.close()
+        _error(one_line(error))
+        return EXIT_INTERRUPTED
+    bar.close()
+    if result.scores:  # rank 0 (the others of a torchrun job have nothing to say)
+        print(result.table())
+        print(f"{result.gain_db:+.2f} dB over the base model on the held-out slices; {result.steps} steps, "
+              f"{result.total_seconds / 60:.1f} min. Wrote {result.folder}: use it with "
+              f"`{PROG} restore INPUT OUTPUT --task {result.task} --model {result.folder}`")
+    return EXIT_OK

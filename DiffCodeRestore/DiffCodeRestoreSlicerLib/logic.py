@@ -33,6 +33,8 @@ from .parameters import DiffCodeRestoreParameterNode
 METRICS_REQUIREMENTS = (Requirement("scikit-image", ">=0.19"),)
 COMPARE_VIEWS = ("DiffCodeInput", "DiffCodeResult")
 REQUESTER = "DiffCode Restore"
+# What adapt.adapt imports beyond the shipped core: the training loop, the benchmark's filters, scipy, scikit-image.
+ADAPT_NEEDS = ("DiffCodeRestoreLib.training", "DiffCodeRestoreLib.benchmark", "scipy", "skimage")
 
 _installer: Optional[DependencyInstaller] = None
 
@@ -225,6 +227,11 @@ class DiffCodeRestoreLogic(ScriptedLoadableModuleLogic):
         """
         from DiffCodeRestoreLib import hub
 
+        missing = [name for name in ADAPT_NEEDS if importlib.util.find_spec(name) is None]
+        if missing:  # the training code and its packages are not part of the extension build yet
+            raise RuntimeError(_("Adapting to your scans needs parts this installation lacks ({missing}): use the "
+                                 "`diffcode-restore adapt` command of a full install (pip install -e '.[dev]') for "
+                                 "now; its model folder can then be imported here.").format(missing=", ".join(missing)))
         nodes = [node for node in (volumeNodes or []) if node is not None]
         if not nodes:
             raise mrml.VolumeNodeError(_("Check at least one high-quality volume to adapt to."))

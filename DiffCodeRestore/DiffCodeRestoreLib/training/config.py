@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from ..models import DiffCodeConfig
 from ..tasks import TASKS
@@ -39,6 +39,11 @@ class TrainConfig:
     latent_weight: float = 1.0
     ssim_weight: float = 0.2
     ema_decay: float = 0.998
+    ema_start: int = 200  # the EMA copies the model until stage 2 is past this step, then averages
+    warmup_iters: Optional[int] = None  # learning-rate warm-up steps (None: min(100, a tenth of the stage))
+    # Anneal the learning rate over whichever budget binds first, iterations or minutes (adaptation runs
+    # by the clock); False anneals over iterations only (the shipped recipe, whose clock caps never bind).
+    schedule_by_time: bool = False
     checkpoint_minutes: float = 3.0
     log_every: int = 25
     seed: int = 0
