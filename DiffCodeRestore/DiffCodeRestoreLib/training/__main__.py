@@ -18,16 +18,11 @@ from typing import Callable, List, Optional
 import torch
 
 from . import distributed
+from ..device import resolve_device
 from .config import VARIANTS, TrainConfig
 from .distributed import SINGLE, DistContext
 from .loop import RunLog, train_stage1, train_stage2
 from .patches import PatchSampler, normalise_cases
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
 
 
 def save_weights_folder(model, folder: Path, fp16: bool, card: Optional[Callable[[Path], object]] = None) -> Path:
@@ -141,7 +136,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if distributed.launched_by_torchrun():
         dist, device = distributed.setup(args.device)
     else:
-        dist, device = SINGLE, _device(args.device)
+        dist, device = SINGLE, resolve_device(args.device)
     try:
         out = train(tc, run_dir, device, dist=dist)
     finally:

@@ -96,9 +96,9 @@ def setup(device: str = "auto", timeout_minutes: float = 30.0) -> Tuple[DistCont
     import torch.distributed as dist
 
     if not launched_by_torchrun():
-        if device == "auto":
-            return SINGLE, torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return SINGLE, torch.device(device)
+        from ..device import resolve_device  # the one rule (CUDA, then MPS, then the CPU) restoring uses too
+
+        return SINGLE, resolve_device(device)
     missing = [key for key in ENV_KEYS if key not in os.environ]
     if missing:
         raise ValueError(f"WORLD_SIZE is set but {', '.join(missing)} is not: start the processes with torchrun "

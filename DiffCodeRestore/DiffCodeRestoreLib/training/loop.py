@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..files import atomic_path
 from ..models import DiffCodeModel, HQAutoencoder
 from . import distributed
 from .config import TrainConfig
@@ -48,9 +49,8 @@ class RunLog:
 
 
 def _save_checkpoint(path: Path, payload: Dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as temporary:  # a checkpoint is never half written
+        torch.save(payload, temporary)
 
 
 def _load_checkpoint(path: Path) -> Optional[Dict]:
