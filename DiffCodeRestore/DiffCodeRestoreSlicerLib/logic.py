@@ -194,23 +194,32 @@ class DiffCodeRestoreLogic(ScriptedLoadableModuleLogic):
             if int(options.get("samples", 1)) > 1:
                 request.uncertainty_output = worker.path("uncertainty.nrrd")
 
+        def collect(job: PolledJob) -> None:
+            outcome = job.worker.outcome()
+            job.outputNode = mrml.load_result_file(inputVolume, outcome["output"], task, outcome.get("metadata"),
+                                                   outputVolume, outcome.get("uncertainty"))
+
+        job = self._runWorker(request, prepare, collect, progressCallback, completedCallback, waitForCompletion)
+        return job if not waitForCompletion else job.outputNode
+
+    def _runWorker(self, request: WorkerRequest, prepare, collect, progressCallback, completedCallback,
+                   waitForCompletion: bool) -> PolledJob:
+        """Start a worker; when it ends, ``collect(job)`` takes its outcome (an error lands in ``job.error``)
+        and ``completedCallback(job)`` runs. Blocking: waits, and raises the error if there was one."""
         def finished(job: PolledJob) -> None:
             try:
-                outcome = job.worker.outcome()
-                job.outputNode = mrml.load_result_file(inputVolume, outcome["output"], task, outcome.get("metadata"),
-                                                       outputVolume, outcome.get("uncertainty"))
+                collect(job)
             except Exception as error:
                 job.error = error
             if completedCallback:
                 completedCallback(job)
 
         job = self.startWorker(request, progressCallback, finished, prepare)
-        if not waitForCompletion:
-            return job
-        job.wait()
-        if job.error is not None:
-            raise job.error
-        return job.outputNode
+        if waitForCompletion:
+            job.wait()
+            if job.error is not None:
+                raise job.error
+        return job
 
     # -- adapting to the user's scanner ------------------------------------------------------------
     def adapt(self, volumeNodes, task: str, name: str, minutes: float = 10.0, level: Optional[float] = None,
@@ -252,21 +261,11 @@ class DiffCodeRestoreLogic(ScriptedLoadableModuleLogic):
             request.inputs = [mrml.write_node_to_file(node, worker.path(f"hq{index}.nrrd")).as_posix()
                               for index, node in enumerate(nodes)]
 
-        def finished(job: PolledJob) -> None:
-            try:
-                job.result = job.worker.outcome()
-            except Exception as error:
-                job.error = error
-            if completedCallback:
-                completedCallback(job)
+        def collect(job: PolledJob) -> None:
+            job.result = job.worker.outcome()
 
-        job = self.startWorker(request, progressCallback, finished, prepare)
-        if not waitForCompletion:
-            return job
-        job.wait()
-        if job.error is not None:
-            raise job.error
-        return job.result
+        job = self._runWorker(request, prepare, collect, progressCallback, completedCallback, waitForCompletion)
+        return job if not waitForCompletion else job.result
 
     @staticmethod
     def localModels():

@@ -54,6 +54,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..data.slices import json_safe
 from ..tasks import TASKS, get_task
 from .harness import BenchCase, MethodResult, TaskResult, run_task
 
@@ -524,14 +525,6 @@ def _model(spec: str, device: str, steps: Optional[int]):
     return DiffCodeMethod(folder, device=device, name=DEFAULT_MODEL, steps=steps), str(folder)
 
 
-def _json_safe(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -596,7 +589,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         payload = {"command": command, "bar_db": BAR_DB, "facts": facts, "skipped": skipped,
                    "tasks": task_summary(rows),
                    "cases": [dict(asdict(r), bar_met=r.bar_met, info=infos[r.case]) for r in rows]}
-        (args.out / "results.json").write_text(json.dumps(_json_safe(payload), indent=1, allow_nan=False) + "\n",
+        (args.out / "results.json").write_text(json.dumps(json_safe(payload), indent=1, allow_nan=False) + "\n",
                                                encoding="utf-8")
     except (ValueError, FileNotFoundError, WeightsError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -82,14 +82,14 @@ def read_manifest(task: str, split: str, cache: Optional[Path] = None) -> Option
         return None
 
 
-def _json_safe(value):
+def json_safe(value):
     """NaN (a slice without soft tissue) becomes null so the manifest stays strict JSON."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -137,7 +137,7 @@ def build(task: str, split: str, force: bool = False, cache: Optional[Path] = No
             "build_seconds": round(time.monotonic() - start, 1),
             "noise": {"measure": noise_key, **(_summary([v for e in entries for v in e[noise_key]]) or {})},
         }
-        (staging / MANIFEST).write_text(json.dumps(_json_safe(manifest), indent=1))
+        (staging / MANIFEST).write_text(json.dumps(json_safe(manifest), indent=1))
         publish(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
