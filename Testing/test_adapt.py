@@ -88,8 +88,8 @@ def test_adapted_folder_is_a_verified_hub_folder_without_patient_names(adapted, 
     names = {p.name for p in folder.iterdir()}
     assert names == {"config.json", "model.safetensors", "README.md", "adaptation.json", "checksums.sha256"}
     assert set(verify_folder(folder)) == names - {"checksums.sha256"}
-    card = (folder / "README.md").read_text()
-    facts = json.loads((folder / "adaptation.json").read_text())
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    facts = json.loads((folder / "adaptation.json").read_text(encoding="utf-8"))
     base_sha = sha256_of(tiny_weights / "model.safetensors")
     assert base_sha in card and facts["base"]["sha256"] == base_sha
     assert "I0 = 5e+04" in card and facts["degradation"] == {"i0": 5e4, "source": "headline default"}

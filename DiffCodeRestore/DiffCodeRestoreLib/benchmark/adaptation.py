@@ -222,7 +222,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         (args.out / "results.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "details"}
                                                            for r in rows], indent=1))
         text = summary(rows, command)
-        (args.out / "results.md").write_text(text)
+        (args.out / "results.md").write_text(text, encoding="utf-8")
     print(text)
     return 0 if all(r["not_worse"] for r in rows) else 1
 
