@@ -61,7 +61,17 @@ def node_label(node) -> str:
 
 
 def check_input_node(node) -> None:
-    """Raise ``VolumeNodeError`` naming ``node`` unless it is a non-empty scalar image volume."""
+    """Raise ``VolumeNodeError`` naming ``node`` unless it is a non-empty scalar image volume (and not a
+    label map loaded as one: the command line's rule, which reads the voxels)."""
+    check_node_structure(node)
+    try:  # a label map loaded as a scalar volume: the same rule as the command line's
+        check_not_label_map(_voxels(node), f"Volume {node_label(node)}")
+    except VolumeError as error:
+        raise VolumeNodeError(str(error)) from None
+
+
+def check_node_structure(node) -> None:
+    """The node checks that need no voxels: a scalar, non-empty image volume with image data."""
     if node is None:
         raise VolumeNodeError("No input volume: select a scalar image volume to restore.")
     label = node_label(node)
@@ -85,10 +95,6 @@ def check_input_node(node) -> None:
         raise VolumeNodeError(f"Volume {label} has no image data: load or compute its voxels first.")
     if min(image.GetDimensions()) < 1 or image.GetNumberOfPoints() == 0:
         raise VolumeNodeError(f"Volume {label} is empty (dimensions {image.GetDimensions()}).")
-    try:  # a label map loaded as a scalar volume: the same rule as the command line's
-        check_not_label_map(_voxels(node), f"Volume {label}")
-    except VolumeError as error:
-        raise VolumeNodeError(str(error)) from None
 
 
 def check_output_node(output_node, input_node) -> None:
@@ -138,7 +144,7 @@ def image_from_node(node) -> sitk.Image:
     The geometry is the node's own (local) one; a parent transform is carried over to the output
     node instead (see ``store_result``).
     """
-    check_input_node(node)
+    check_node_structure(node)  # callers check the voxels (label maps) once, before
     image = sitk.GetImageFromArray(np.array(_voxels(node)), isVector=False)
     matrix = ijk_to_ras(node)
     columns = matrix[:3, :3]

@@ -296,7 +296,7 @@ class DiffCodePipeline:
             while start < slices.shape[0]:
                 stop = min(slices.shape[0], start + plan.batch)
                 source = conversion.to_task_units(slices[start:stop])
-                batch = self._prepare(options, np.clip(source, low, high), offset, norm_scale)
+                batch = self._prepare(options, source, (low, high), offset, norm_scale)
                 try:
                     mean, std = self._restore_batch(batch, options, start, plan, cancel)
                 except _Retry:
@@ -327,9 +327,11 @@ class DiffCodePipeline:
             default_steps=config.default_steps, default_fidelity=config.default_fidelity,
             size_multiple=self.model.size_multiple)
 
-    def _prepare(self, options: RestoreOptions, source: np.ndarray, offset: float, norm_scale: float) -> np.ndarray:
-        """Normalised float32 slices, upsampled for MRI SR, padded (reflection) to the model stride."""
-        batch = np.asarray(source, dtype=np.float32)
+    def _prepare(self, options: RestoreOptions, source: np.ndarray, limits: Tuple[float, float], offset: float,
+                 norm_scale: float) -> np.ndarray:
+        """Float32 slices clipped to ``limits`` (before any upsampling, so an outlier cannot ring through
+        the slice), upsampled for MRI SR, normalised, padded (reflection) to the model stride."""
+        batch = np.clip(np.asarray(source, dtype=np.float32), *limits)
         if options.scale > 1:
             batch = upsample_voxel_centred(batch, options.scale)
         batch = normalize(options.spec.name, batch, offset, norm_scale)

@@ -208,11 +208,9 @@ def check_volume(image: sitk.Image, label: str = "input") -> None:
         raise VolumeError(f"{label}: complex-valued voxels; give a magnitude (real) image.")
     if min(image.GetSize()) == 0:
         raise VolumeError(f"{label}: the volume is empty (size {tuple(image.GetSize())}).")
+    if not all_finite(image):
+        raise VolumeError(f"{label}: the volume contains NaN or infinite values; fix or mask them first.")
     array = sitk.GetArrayViewFromImage(image)
-    if array.dtype.kind == "f":
-        for plane in array.reshape((-1,) + array.shape[-2:]):  # per slice: no full-volume boolean copy
-            if not np.isfinite(plane).all():
-                raise VolumeError(f"{label}: the volume contains NaN or infinite values; fix or mask them first.")
     low, high = array.min(), array.max()
     if low == high:
         raise VolumeError(f"{label}: the volume is constant (every voxel is {low}); there is nothing to restore.")
@@ -377,12 +375,17 @@ def write_volumes(
 
 def check_finite(image: sitk.Image, label: str) -> None:
     """Never write NaN or infinity: a result holding them is wrong, whatever produced it."""
+    if not all_finite(image):
+        raise VolumeError(f"{label}: the result holds NaN or infinite values and was not written; retry with "
+                          "--precision float32 (Python: precision='float32') and report it if it persists.")
+
+
+def all_finite(image: sitk.Image) -> bool:
+    """No NaN or infinity, checked slice by slice (no full-volume boolean copy); integer images always are."""
     array = sitk.GetArrayViewFromImage(image)
-    if array.dtype.kind == "f":
-        for plane in array.reshape((-1,) + array.shape[-2:]):
-            if not np.isfinite(plane).all():
-                raise VolumeError(f"{label}: the result holds NaN or infinite values and was not written; retry with "
-                                  "--precision float32 (Python: precision='float32') and report it if it persists.")
+    if array.dtype.kind != "f":
+        return True
+    return all(np.isfinite(plane).all() for plane in array.reshape((-1,) + array.shape[-2:]))
 
 
 def _drop_reader_metadata(image: sitk.Image) -> None:
