@@ -181,3 +181,24 @@ def test_bad_names_are_clear_errors(cache):
     with pytest.raises(ValueError, match="limit"):
         build("ct-denoise", "test", cache=cache, limit=0)
     assert dataset_dir("ct-denoise", "test", cache) == cache / "datasets" / "ct-denoise" / "test"
+
+
+def test_mixed_split_adds_synthetic_pairs_in_a_bank_of_its_own(cache):
+    """The mixed split is the real training recipe plus synthetic cases, in its own folder and key, so the
+    real-only recipe is untouched; TotalSegmentator (the adaptation benchmark's CT site) is never drawn."""
+    build("mri-sr", "train", cache=cache, limit=1, **QUIET)
+    real = read_manifest("mri-sr", "train", cache)
+    build("mri-sr", "train-mixed", cache=cache, limit=1, **QUIET)
+    mixed = read_manifest("mri-sr", "train-mixed", cache)
+    assert mixed["key"] != real["key"] and dataset_dir("mri-sr", "train-mixed", cache).name == "train-mixed"
+    real_names = [entry["name"] for entry in real["cases"]]
+    mixed_names = [entry["name"] for entry in mixed["cases"]]
+    assert mixed_names[:len(real_names)] == real_names  # the same real part, then the synthetic cases
+    synthetic = [entry for entry in mixed["cases"] if entry["name"].startswith("synth-")]
+    assert len(synthetic) == 1 and synthetic[0]["synthetic"] and synthetic[0]["slices"] == 1
+    assert 2.0 <= synthetic[0]["level"][0] <= 4.0  # a continuous k-space factor
+    for task in recipes.SYNTHETIC:
+        assert "totalsegmentator" not in recipes.parameters(task, "train-mixed")["synthetic"]["shares"]
+    case = next(c for c in load_cases("mri-sr", "train-mixed", cache=cache, limit=1) if c.name.startswith("synth-"))
+    assert case.hq.shape == case.lq.shape and np.all(np.isfinite(case.lq)) and not np.allclose(case.hq, case.lq)
+    assert all(entry["name"].startswith("synth-") is False for entry in read_manifest("mri-sr", "train", cache)["cases"])

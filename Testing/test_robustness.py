@@ -182,10 +182,13 @@ def test_the_command_runs_end_to_end_on_a_tiny_subset(tiny_weights, tmp_path, ca
     pytest.importorskip("pydicom")
     out = tmp_path / "robustness"
     code = rob.main(["--out", str(out), "--only", "real-ct-neck128-i0-5e4", "--filters", "gaussian",
-                     "--bm3d-slices", "0", "--model", f"tiny={tiny_weights}"])
+                     "--bm3d-slices", "0", "--model", f"tiny={tiny_weights}", "--model", f"again={tiny_weights}"])
     assert code == 0
     payload = json.loads((out / "results.json").read_text())
-    (case,) = payload["cases"]
+    case, again = payload["cases"]  # two models scored against the same tuned filter
+    assert again["method"] == "again" and again["best_filter_psnr"] == case["best_filter_psnr"]
+    assert again["method_psnr"] == pytest.approx(case["method_psnr"])  # the same weights
+    assert [t["method"] for t in payload["tasks"]] == ["tiny", "again"]
     assert case["case"] == "real-ct-neck128-i0-5e4" and case["method"] == "tiny" and case["best_filter"] == "gaussian"
     assert case["gain_db"] == pytest.approx(case["method_psnr"] - case["best_filter_psnr"])
     assert case["worst_slice_gain_db"] == pytest.approx(case["gain_db"])  # one slice
@@ -196,3 +199,5 @@ def test_the_command_runs_end_to_end_on_a_tiny_subset(tiny_weights, tmp_path, ca
     assert "Command: `python -m DiffCodeRestoreLib.benchmark.robustness" in text
     assert "worst slice gain" in capsys.readouterr().out
     assert rob.main(["--out", str(out), "--only", "no-such-case", "--model", f"tiny={tiny_weights}"]) == 2
+    assert rob.main(["--out", str(out), "--only", "real-ct-neck128-i0-5e4", "--model", f"tiny={tiny_weights}",
+                     "--model", f"tiny={tiny_weights}"]) == 2  # two models under one name

@@ -94,3 +94,30 @@ def test_tiny_training_loss_falls_and_resumes(tmp_path):
     assert steps[-6:] == [40, 41, 42, 43, 44, 45]
     saved = torch.load(tmp_path / "stage2.ckpt", weights_only=True)
     assert saved["step"] == 45 and saved["finished"]
+
+
+def test_continued_training_starts_from_a_base_model_and_saves_snapshots(tmp_path, monkeypatch):
+    """``base`` skips stage 1 and continues stage 2 from a trained, checksum-verified weights folder;
+    ``snapshot_every`` leaves EMA weights folders along the way (the points of a learning curve)."""
+    from DiffCodeRestoreLib.data import slices
+    from DiffCodeRestoreLib.hub import verify_folder
+    from DiffCodeRestoreLib.models import DiffCodeModel
+    from DiffCodeRestoreLib.training.__main__ import save_weights_folder, train
+
+    torch.manual_seed(0)
+    base_folder = save_weights_folder(DiffCodeModel(TrainConfig.preset("tiny").model_config()), tmp_path / "base",
+                                      fp16=False)
+    splits = []
+    monkeypatch.setattr(slices, "load_cases", lambda task, split, **kw: splits.append(split) or _phantom_cases(task))
+    tc = TrainConfig.preset("tiny", base=str(base_folder), data_split="train-mixed", stage2_iters=4, snapshot_every=2)
+    run = tmp_path / "run"
+    final = train(tc, run, torch.device("cpu"), progress=False)
+    assert set(splits) == {"train-mixed"}
+    assert not (run / "stage1.ckpt").exists()  # no stage 1: the base's codebooks are the prior
+    assert sorted(p.name for p in (run / "snapshots").iterdir()) == ["step-00002", "step-00004"]
+    for folder in [final, *(run / "snapshots").iterdir()]:
+        verify_folder(folder)
+    assert json.loads((run / "base.json").read_text())["sha256"]
+    base, tuned = DiffCodeModel.from_pretrained(base_folder), DiffCodeModel.from_pretrained(final)
+    assert torch.equal(base.codebook.codes, tuned.codebook.codes)  # frozen
+    assert any(not torch.equal(a, b) for a, b in zip(base.state_dict().values(), tuned.state_dict().values()))

@@ -434,13 +434,13 @@ def _fmt(value: Optional[float], digits: int = 2, sign: bool = False) -> str:
 def rows_markdown(rows: Sequence[CaseRow]) -> List[str]:
     from .report import table_lines
 
-    header = ["case", "what", "slices", "input PSNR", "best tuned filter", "filter PSNR", "model PSNR",
+    header = ["case", "model", "what", "slices", "input PSNR", "best tuned filter", "filter PSNR", "model PSNR",
               "gain (mean)", "worst slice gain", "SSIM diff", "vs BM3D subset", "bar"]
     body = []
     for r in rows:
         slow = "" if r.slow_gain_db is None else \
             f"{_fmt(r.slow_gain_db, sign=True)} ({r.slow_slices} sl., best {r.slow_best})"
-        body.append([r.case, r.what, str(r.slices), _fmt(r.input_psnr), f"{r.best_filter} ({r.best_filter_parameter})",
+        body.append([r.case, r.method, r.what, str(r.slices), _fmt(r.input_psnr), f"{r.best_filter} ({r.best_filter_parameter})",
                      _fmt(r.best_filter_psnr), _fmt(r.method_psnr), _fmt(r.gain_db, sign=True),
                      _fmt(r.worst_slice_gain_db, sign=True), _fmt(r.ssim_diff, 4, sign=True), slow,
                      "met" if r.bar_met else "**not met**"])
@@ -448,12 +448,12 @@ def rows_markdown(rows: Sequence[CaseRow]) -> List[str]:
 
 
 def task_summary(rows: Sequence[CaseRow]) -> List[dict]:
-    """Per task: its worst case (lowest mean gain), the lowest slice gain anywhere, the bar."""
+    """Per model and task: its worst case (lowest mean gain), the lowest slice gain anywhere, the bar."""
     out = []
-    for task in dict.fromkeys(r.task for r in rows):
-        mine = [r for r in rows if r.task == task]
+    for method, task in dict.fromkeys((r.method, r.task) for r in rows):
+        mine = [r for r in rows if r.task == task and r.method == method]
         worst = min(mine, key=lambda r: min([r.gain_db] + ([r.slow_gain_db] if r.slow_gain_db is not None else [])))
-        out.append({"task": task, "cases": len(mine), "worst_case": worst.case, "worst_case_gain_db": worst.gain_db,
+        out.append({"method": method, "task": task, "cases": len(mine), "worst_case": worst.case, "worst_case_gain_db": worst.gain_db,
                     "worst_case_slow_gain_db": worst.slow_gain_db,
                     "mean_of_case_gains_db": float(np.mean([r.gain_db for r in mine])),
                     "worst_slice_gain_db": min(r.worst_slice_gain_db for r in mine),
@@ -468,7 +468,8 @@ def summary_markdown(rows: Sequence[CaseRow], skipped: Dict[str, str], command: 
     lines = ["# Robustness suite", "", f"Command: `{command}`", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPU core(s) shared with other work; load average "
              f"(1 min) {facts['load_before']:.1f} before, {facts['load_after']:.1f} after; "
-             f"{facts['seconds'] / 60:.1f} min wall. Model: {facts['model']}.", "",
+             f"{facts['seconds'] / 60:.1f} min wall. Model{'s' if len(facts['models']) > 1 else ''}: "
+             f"{'; '.join(facts['models'])}.", "",
              f"Bar: no case more than {BAR_DB} dB below its own best tuned filter (the mean gain over the case's "
              "slices, and on the BM3D subset the gain over the best filter there). Filters are tuned per case on that "
              "case's own slices (oracle tuning, favourable to them); gain = model PSNR - best filter PSNR, mean over "
@@ -476,8 +477,8 @@ def summary_markdown(rows: Sequence[CaseRow], skipped: Dict[str, str], command: 
              "model SSIM - that filter's SSIM.", ""]
     summary = task_summary(rows)
     lines += table_lines(
-        ["task", "cases", "worst case", "its gain", "mean of case gains", "worst slice gain", "bar"],
-        [[s["task"], str(s["cases"]), s["worst_case"],
+        ["model", "task", "cases", "worst case", "its gain", "mean of case gains", "worst slice gain", "bar"],
+        [[s["method"], s["task"], str(s["cases"]), s["worst_case"],
           _fmt(s["worst_case_gain_db"], sign=True) + ("" if s["worst_case_slow_gain_db"] is None else
                                                      f" (BM3D subset {_fmt(s['worst_case_slow_gain_db'], sign=True)})"),
           _fmt(s["mean_of_case_gains_db"], sign=True), _fmt(s["worst_slice_gain_db"], sign=True),
@@ -539,8 +540,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="all (per task: " + "; ".join(f"{t} {', '.join(v)}" for t, v in FILTERS.items())
                         + "), or a comma list")
     parser.add_argument("--bm3d-slices", type=int, default=1, help="slices per case BM3D runs on (0: no BM3D)")
-    parser.add_argument("--model", default="", metavar="NAME=FOLDER",
-                        help=f"the model to score (default: the catalog's default, as '{DEFAULT_MODEL}')")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=FOLDER",
+                        help=f"a model to score, repeatable: the filters are tuned once for all of them "
+                        f"(default: the catalog's default, as '{DEFAULT_MODEL}')")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, help="diffusion steps (default: the model's own)")
     parser.add_argument("--list", action="store_true", help="print the cases and exit")
@@ -562,25 +564,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.bm3d_slices < 0:
             raise ValueError("--bm3d-slices must be >= 0.")
         filters = None if args.filters == "all" else [f.strip() for f in args.filters.split(",") if f.strip()]
-        model, folder = _model(args.model, args.device, args.steps)
+        models = [_model(spec, args.device, args.steps) for spec in (args.model or [""])]
+        names = [model.name for model, _ in models]
+        if len(set(names)) < len(names):
+            raise ValueError(f"--model names must differ, got {', '.join(names)}.")
         command = "python -m DiffCodeRestoreLib.benchmark.robustness " + shlex.join(
             sys.argv[1:] if argv is None else list(argv))
         started, load_before = time.perf_counter(), os.getloadavg()[0]
         cases, skipped = build_cases(specs, args.slices, log=log)
         rows, details = [], []
         for case in cases:
-            methods = make_methods(case.spec.task, filters, args.bm3d_slices > 0, [model])
-            result, case_table = score_case(case, methods, [model.name], max(args.bm3d_slices, 1),
+            methods = make_methods(case.spec.task, filters, args.bm3d_slices > 0, [model for model, _ in models])
+            result, case_table = score_case(case, methods, names, max(args.bm3d_slices, 1),
                                             log=lambda text, n=case.spec.name: log(f"[{n}] {text}"))
             rows += case_table
             details.append(f"## {case.spec.name}: {case.what}\n\n" + task_markdown(result))
-            log(f"[{case.spec.name}] gain {case_table[0].gain_db:+.2f} dB (worst slice "
-                f"{case_table[0].worst_slice_gain_db:+.2f}) over {case_table[0].best_filter}")
+            for row in case_table:
+                log(f"[{case.spec.name}] {row.method}: gain {row.gain_db:+.2f} dB (worst slice "
+                    f"{row.worst_slice_gain_db:+.2f}) over {row.best_filter}")
         if not rows:
             raise FileNotFoundError("Every selected case was skipped: " + "; ".join(skipped.values()))
         infos = {c.spec.name: dict(c.info) for c in cases}
         facts = {"seconds": time.perf_counter() - started, "load_before": load_before,
-                 "load_after": os.getloadavg()[0], "model": f"{model.name} ({folder}; {model.parameter(tasks[0])})",
+                 "load_after": os.getloadavg()[0],
+                 "models": [f"{model.name} ({folder}; {model.parameter(tasks[0])})" for model, folder in models],
                  "slices": args.slices, "bm3d_slices": args.bm3d_slices}
         text = summary_markdown(rows, skipped, command, facts)
         args.out.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ own degradation level and measured noise.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,22 @@ PARAMETERS: Dict[Tuple[str, str], dict] = {
 }
 
 
+# The mixed split: the real training recipe plus as many synthetic slices (docs/training-data.md): cases x
+# slices per case of domain-randomised pairs drawn from the task's label maps by these shares (renormalised
+# over the sources present). TotalSegmentator is left out: its CTs are the adaptation benchmark's held-out
+# site, which the shipped model must not have seen.
+SYNTHETIC: Dict[str, dict] = {
+    "mri-sr": {"cases": 33, "slices_per_case": 8, "seed": 111,
+               "shares": {"shapes": 0.40, "mni_tissue": 0.20, "itk_classes": 0.10, "lung1_hu": 0.15}},
+    "ct-denoise": {"cases": 16, "slices_per_case": 6, "seed": 211,
+                   "shares": {"shapes": 0.35, "lung1_hu": 0.25, "mni_tissue": 0.10, "itk_classes": 0.10}},
+    "pet-synthesis": {"cases": 6, "slices_per_case": 10, "seed": 311,
+                      "shares": {"shapes": 0.25, "mni_tissue": 0.15, "aal": 0.25, "lung1_hu": 0.15}},
+}
+for _task, _synthetic in SYNTHETIC.items():
+    PARAMETERS[(_task, "train-mixed")] = {**copy.deepcopy(PARAMETERS[(_task, "train")]), "synthetic": _synthetic}
+
+
 def parameters(task: str, split: str, limit: Optional[int] = None) -> dict:
     """The recipe of one task and split; ``limit`` caps slices (test) or cases and slices per case
     (train) for quick previews and tests."""
@@ -74,6 +91,9 @@ def parameters(task: str, split: str, limit: Optional[int] = None) -> dict:
             params["cases"] = {name: min(count, limit) for name, count in params["cases"].items()}
         elif "cases" in params:
             params["cases"] = min(params["cases"], limit)
+        if "synthetic" in params:
+            params["synthetic"] = {key: min(value, limit) if key in ("cases", "slices_per_case") else value
+                                   for key, value in params["synthetic"].items()}
     return params
 
 
@@ -382,4 +402,9 @@ def pet_training_anatomy_draws(slices: int = 12, seed: int = 302, cache: Optiona
 def make_cases(task: str, split: str, params: dict, cache: Optional[Path] = None) -> Iterator[Case]:
     """The cases of one task and split, one at a time (each is written out before the next is made)."""
     split_volumes(task, split)
-    return _RECIPES[(task, split)](params, cache)
+    real_split = "test" if split == "test" else "train"  # the mixed split's real part is the training recipe
+    cases = _RECIPES[(task, real_split)](params, cache)
+    if params.get("synthetic"):
+        from .synth import synthetic_cases  # dev-only; imported only when a recipe asks for it
+        cases = itertools.chain(cases, synthetic_cases(task, params["synthetic"], cache))
+    return cases

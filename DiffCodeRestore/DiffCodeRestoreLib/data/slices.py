@@ -52,9 +52,12 @@ def dataset_dir(task: str, split: str, cache: Optional[Path] = None) -> Path:
     return (cache or cache_dir()) / "datasets" / task / split
 
 
-def _code_digest() -> str:
-    """Hash of the code that decides the pixels: the simulators and the recipes."""
+def _code_digest(synthetic: bool = False) -> str:
+    """Hash of the code that decides the pixels: the simulators and the recipes (and, for a split with
+    synthetic pairs, the synthesis engine)."""
     files = sorted(Path(simulate.__file__).parent.glob("*.py")) + [Path(recipes.__file__), Path(planes.__file__)]
+    if synthetic:
+        files += sorted((Path(recipes.__file__).parent / "synth").glob("*.py"))
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
@@ -63,6 +66,11 @@ def _code_digest() -> str:
 
 def dataset_key(task: str, split: str, params: dict, cache: Optional[Path] = None) -> str:
     volumes = recipes.used_volumes(task, split, cache)
+    label_sources = None
+    if params.get("synthetic"):  # a newly fetched label source changes the synthetic part
+        from .synth import label_sources_present
+
+        label_sources = label_sources_present(task, cache)
     identity = {
         "version": DATASET_VERSION,
         "task": task,
@@ -70,8 +78,10 @@ def dataset_key(task: str, split: str, params: dict, cache: Optional[Path] = Non
         "parameters": params,
         "volumes": volumes,
         "sources": {SOURCES[volume_source(v)].name: SOURCES[volume_source(v)].sha256 for v in volumes},
-        "code": _code_digest(),
+        "code": _code_digest(bool(params.get("synthetic"))),
     }
+    if label_sources is not None:
+        identity["label_sources"] = label_sources
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 

@@ -40,7 +40,9 @@ PUBLIC_TEST_VOLUMES: Dict[str, Tuple[str, ...]] = {
     "ct-denoise": ("lung2",),
     "pet-synthesis": ("itk_t1_classes",),
 }
-SPLITS = ("train", "test")
+# "train-mixed" is the training split plus domain-randomised synthetic pairs (data/synth): the same
+# volumes, a bank of its own, so the real-only recipe stays reproducible beside it.
+SPLITS = ("train", "train-mixed", "test")
 # Sources the shipped model never saw (data-sources.md "Added later"), for the adaptation benchmark only.
 SITE_VOLUMES: Dict[str, Tuple[str, ...]] = {
     "ct-denoise": ("ts_abdomen_ct", "ts_angio_ct"),
@@ -52,10 +54,10 @@ _KMEANS = "KmeansTest_T1{}.nii.gz"
 
 
 def split_volumes(task: str, split: str) -> Tuple[str, ...]:
-    """The volumes of one task's split ("train" or "test")."""
-    table = {"train": TRAINING_VOLUMES, "test": PUBLIC_TEST_VOLUMES}.get(split)
+    """The volumes of one task's split ("train", "train-mixed" or "test")."""
+    table = {"train": TRAINING_VOLUMES, "train-mixed": TRAINING_VOLUMES, "test": PUBLIC_TEST_VOLUMES}.get(split)
     if table is None:
-        raise ValueError(f"Unknown split {split!r}: choose 'train' or 'test'.")
+        raise ValueError(f"Unknown split {split!r}: choose one of {', '.join(SPLITS)}.")
     if task not in table:
         raise ValueError(f"Unknown task {task!r}: choose one of {', '.join(table)}.")
     return table[task]

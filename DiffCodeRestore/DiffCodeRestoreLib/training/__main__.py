@@ -21,7 +21,7 @@ from . import distributed
 from ..device import resolve_device
 from .config import VARIANTS, TrainConfig
 from .distributed import SINGLE, DistContext
-from .loop import RunLog, train_stage1, train_stage2
+from .loop import RunLog, StageHooks, train_stage1, train_stage2
 from .patches import PatchSampler, normalise_cases
 
 
@@ -46,6 +46,34 @@ def save_weights_folder(model, folder: Path, fp16: bool, card: Optional[Callable
     return folder
 
 
+def _base_model(name: str, run_dir: Optional[Path]):
+    """The trained model a continued run starts from (checksum-verified like any load); its catalog
+    name, revision and SHA-256 go into ``run_dir/base.json`` so the model card can name them."""
+    from .. import hub
+    from ..models import DiffCodeModel
+
+    weights = hub.resolve(name)
+    if run_dir is not None:
+        (run_dir / "base.json").write_text(json.dumps(
+            {"name": weights.name, "revision": weights.revision, "sha256": weights.sha256},
+            indent=2))
+    return DiffCodeModel.from_pretrained(weights.folder, device="cpu", dtype=torch.float32)
+
+
+class SnapshotHooks(StageHooks):
+    """Saves the EMA weights every ``every`` stage-2 steps (``snapshots/step-NNNNN``): the points of a
+    learning curve, scored afterwards by the benchmark like any model folder."""
+
+    def __init__(self, folder: Path, every: int):
+        self.folder, self.every = folder, every
+
+    def after_step(self, stage, metrics) -> None:
+        if stage.name == "stage2" and stage.step % self.every == 0:
+            target = self.folder / f"step-{stage.step:05d}"
+            if not target.exists():
+                save_weights_folder(stage.ema, target, fp16=False)
+
+
 def train(tc: TrainConfig, run_dir: Path, device: torch.device, progress: bool = True,
           dist: DistContext = SINGLE) -> Path:
     """Both stages, then ``run_dir/final``. Distributed: every process trains, only rank 0 writes
@@ -56,17 +84,20 @@ def train(tc: TrainConfig, run_dir: Path, device: torch.device, progress: bool =
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "train_config.json").write_text(json.dumps(tc.to_dict(), indent=2))
-        cases = {task: load_cases(task, "train", rebuild_stale=False) for task in tc.tasks}  # builds if missing
+        cases = {task: load_cases(task, tc.data_split, rebuild_stale=False) for task in tc.tasks}  # builds if missing
     distributed.barrier(dist)
     if not dist.is_main:
-        cases = {task: load_cases(task, "train", rebuild_stale=False) for task in tc.tasks}
+        cases = {task: load_cases(task, tc.data_split, rebuild_stale=False) for task in tc.tasks}
     log = RunLog(run_dir / "log.jsonl", enabled=dist.is_main)
     sampler = PatchSampler({task: normalise_cases(task, c) for task, c in cases.items()}, tc.patch,
                            tc.seed + 1000 * dist.rank)
-    stage1 = None
-    if tc.model_config().prior != "none":
+    stage1, base = None, None
+    if tc.base:
+        base = _base_model(tc.base, run_dir if dist.is_main else None)
+    elif tc.model_config().prior != "none":
         stage1 = train_stage1(tc, sampler, run_dir, log, device, progress, dist)
-    model = train_stage2(tc, sampler, stage1, run_dir, log, device, progress, dist=dist)
+    hooks = SnapshotHooks(run_dir / "snapshots", tc.snapshot_every) if tc.snapshot_every and dist.is_main else None
+    model = train_stage2(tc, sampler, stage1, run_dir, log, device, progress, base=base, hooks=hooks, dist=dist)
     if dist.is_main:
         save_weights_folder(model, run_dir / "final", fp16=False)
     distributed.barrier(dist)
@@ -113,6 +144,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--seed", type=int)
     p.add_argument("--tasks", help="comma list of tasks to train on (default: all three)")
     p.add_argument("--batch-per-task", type=int, help="patches per task in each batch (default 4)")
+    p.add_argument("--data-split", choices=["train", "train-mixed"],
+                   help="training slices: real only, or real + domain-randomised synthetic pairs")
+    p.add_argument("--base", help="continue from this trained model (catalog name or weights folder): no stage 1")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--snapshot-every", type=int, help="save the EMA weights every N stage-2 steps (learning curve)")
     p.add_argument("--model-option", action="append", default=[], metavar="KEY=JSON",
                    help="set a model config field over the preset, e.g. codebook_size=1024 (repeatable)")
     e = sub.add_parser("export", help="write shippable fp16 weights + model card from a finished run")
@@ -127,7 +163,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     tc = TrainConfig.preset(args.config, variant=args.variant, stage1_minutes=args.stage1_minutes,
                             stage2_minutes=args.stage2_minutes, stage1_iters=args.stage1_iters,
                             stage2_iters=args.stage2_iters, seed=args.seed, batch_per_task=args.batch_per_task,
-                            tasks=args.tasks.split(",") if args.tasks else None,
+                            tasks=args.tasks.split(",") if args.tasks else None, data_split=args.data_split,
+                            base=args.base, lr=args.lr, snapshot_every=args.snapshot_every,
                             model_overrides=_model_options(parser, args.model_option) or None)
     from ..data import cache_dir
 

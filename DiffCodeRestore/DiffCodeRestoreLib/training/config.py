@@ -20,6 +20,7 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
 
 @dataclass
 class TrainConfig:
+    preset_name: str = ""  # the preset this config came from, recorded so a model card can say how to reproduce it
     model: str = "small"
     variant: str = "full"
     # Model config fields set over the preset (e.g. {"codebook_size": 1024}), recorded with the run.
@@ -44,6 +45,13 @@ class TrainConfig:
     # Anneal the learning rate over whichever budget binds first, iterations or minutes (adaptation runs
     # by the clock); False anneals over iterations only (the shipped recipe, whose clock caps never bind).
     schedule_by_time: bool = False
+    # The training split: "train" (real slices) or "train-mixed" (plus domain-randomised synthetic pairs).
+    data_split: str = "train"
+    # Continue from this trained model (a catalog name or weights folder) instead of training from scratch:
+    # stage 1 is skipped and stage 2 starts from its weights, codebooks frozen, as adaptation does.
+    base: Optional[str] = None
+    # Every this many stage-2 steps, the EMA weights are saved under run_dir/snapshots/ (a learning curve).
+    snapshot_every: int = 0
     checkpoint_minutes: float = 3.0
     log_every: int = 25
     seed: int = 0
@@ -65,9 +73,12 @@ class TrainConfig:
             "tiny": dict(model="tiny", patch=32, batch_per_task=2, stage1_iters=6, stage2_iters=6,
                          codebook_warmup=2, checkpoint_minutes=0.0, log_every=1),
             "small": {},
+            # diffcode-small continued on the mixed split (real + synthetic): the shipped v2 recipe.
+            "small-mixed": dict(base="diffcode-small", data_split="train-mixed", lr=2e-4, stage1_iters=0,
+                                stage2_iters=3000, snapshot_every=500),
             "large": dict(model="large", patch=128, batch_per_task=8, lr=2e-4, stage1_iters=20000,
                           stage2_iters=100000, stage1_minutes=120.0, stage2_minutes=600.0),
         }
         if name not in presets:
             raise ValueError(f"Unknown training preset {name!r}: choose one of {', '.join(presets)}.")
-        return cls(**{**presets[name], **{k: v for k, v in overrides.items() if v is not None}})
+        return cls(**{"preset_name": name, **presets[name], **{k: v for k, v in overrides.items() if v is not None}})

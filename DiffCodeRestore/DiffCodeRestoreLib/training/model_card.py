@@ -30,6 +30,31 @@ def _training_summary(run_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def _synthetic_line(train_cfg: dict) -> str:
+    if train_cfg.get("data_split") != "train-mixed":
+        return ""
+    from ..data.recipes import SYNTHETIC
+
+    parts = [f"{task} {r['cases']} x {r['slices_per_case']} slices ({', '.join(r['shares'])})" for task, r in SYNTHETIC.items()]
+    return ("- Domain-randomised synthetic pairs beside the real slices (`data/synth`, as many slices as the real part "
+            "per task; docs/training-data.md): label maps or random shapes, random contrast, texture, geometry "
+            "(pixel 0.3-3 mm, matrix 96-512), MRI factor 2-4 (sometimes per axis), CT I0 3e3-1e7, PET dose "
+            "1/20-1/4: " + "; ".join(parts) + ".\n")
+
+
+def _reproduce(train_cfg: dict, run_dir: Path) -> str:
+    if train_cfg.get("base"):
+        base = json.loads((run_dir / "base.json").read_text(encoding="utf-8")) if (run_dir / "base.json").is_file() else {}
+        return (f"Continued from `{train_cfg['base']}` (revision {base.get('revision') or 'local'}, SHA-256 "
+                f"`{base.get('sha256', '?')}`): stage 2 only, its codebooks frozen. Reproduce: "
+                f"`python -m DiffCodeRestoreLib.training train --config {train_cfg.get('preset_name') or 'small-mixed'}`, then "
+                f"`python -m DiffCodeRestoreLib.training export RUN_DIR OUT` (or `make train`, which does both).")
+    return (f"Reproduce: `python -m DiffCodeRestoreLib.training train --config {train_cfg['model']} --variant "
+            f"{train_cfg['variant']} --stage1-iters {train_cfg['stage1_iters']} --stage2-iters "
+            f"{train_cfg['stage2_iters']}` (iterations, not wall-clock caps, end each stage), then "
+            f"`python -m DiffCodeRestoreLib.training export RUN_DIR OUT`.")
+
+
 def write_model_card(folder: Path, model: DiffCodeModel, run_dir: Path, results_md: Optional[Path]) -> Path:
     cfg = model.config
     params = sum(p.numel() for p in model.parameters())
@@ -76,13 +101,11 @@ below are not the paper's.
   added to the references (SNR 20 to 400); k-space truncation to 1/2 and 1/4 of the band.
 - PET: simulated FDG-like brain PET from the MNI152 tissue maps (+ AAL regions): PSF, attenuation, Poisson counts
   at full and reduced dose (1/4..1/20), the same MLEM reconstruction for both.
-- Public test subjects, never used for training: `lung2` chest CT, Colin27 T1, the ITK example tissue classes.
+{_synthetic_line(train_cfg)}- Public test subjects, never used for training: `lung2` chest CT, Colin27 T1, the ITK example tissue classes.
 - Recipe: `{json.dumps(train_cfg)}`
 {_training_summary(run_dir)}
 
-Reproduce: `python -m DiffCodeRestoreLib.training train --config {train_cfg['model']} --variant {train_cfg['variant']} \
---stage1-iters {train_cfg['stage1_iters']} --stage2-iters {train_cfg['stage2_iters']}` (iterations, not wall-clock caps,
-end each stage), then `python -m DiffCodeRestoreLib.training export RUN_DIR OUT`.
+{_reproduce(train_cfg, run_dir)}
 
 ## Results (public test split, AMIR protocol)
 {results}
