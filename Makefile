@@ -9,7 +9,8 @@ STAMP  := $(VENV)/.installed
 venv: $(STAMP)
 
 # torch is pinned first so that this machine takes its local CPU wheel (a bare `torch` pulls a CUDA build).
-$(STAMP): pyproject.toml requirements-dev.txt DiffCodeRestore/Resources/requirements.txt
+$(STAMP): pyproject.toml requirements-dev.txt requirements-dev-extra.txt DiffCodeRestore/Resources/requirements.txt \
+          DiffCodeRestore/Resources/requirements-adapt.txt
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(VPY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt

@@ -387,3 +387,119 @@ def test_the_worker_adapts_with_progress_events(ct_file, tiny_weights, tmp_path)
     final = events[-1]
     assert final["event"] == "done" and final["folder"] == str(out) and "adapted model" in final["table"]
     assert json.loads((out / "adaptation.json").read_text())["degradation"]["i0"] == 3e4
+
+
+# ---- the installed Slicer extension: only the files DiffCodeRestore/CMakeLists.txt lists ----------------
+
+INSTALLED_CHILD = """
+import json, sys
+from DiffCodeRestoreLib.worker import main
+from DiffCodeRestoreSlicerLib import install
+
+code = main(sys.argv[1:2])
+ours = {name: getattr(module, "__file__", None) for name, module in list(sys.modules.items())
+        if module is not None and name.split(".")[0] in ("DiffCodeRestoreLib", "DiffCodeRestoreSlicerLib")}
+print("INSTALLED " + json.dumps({"code": code, "path": sys.path, "ours": ours,
+                                 "tops": sorted({name.split(".")[0] for name in sys.modules}),
+                                 "adapt_file": str(install.ADAPT_REQUIREMENTS_FILE),
+                                 "adapt": [str(r) for r in install.adapt_requirements()]}))
+"""
+
+
+def installed_extension(folder: Path) -> Path:
+    """Exactly the files DiffCodeRestore/CMakeLists.txt ships (scripts and resources), laid out as Slicer
+    installs a scripted module: one folder holding the module file, its packages and Resources/."""
+    import shutil
+
+    from test_slicer_packaging import MODULE_DIR, cmake_list
+
+    cmake = (MODULE_DIR / "CMakeLists.txt").read_text(encoding="utf-8")
+    for variable in ("MODULE_PYTHON_SCRIPTS", "MODULE_PYTHON_RESOURCES"):
+        for relative in cmake_list(cmake, variable):
+            target = folder / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(MODULE_DIR / relative, target)
+    return folder
+
+
+def distributions_installed_with(names) -> set:
+    """The distributions pip installs for ``names``: them and their requirements (without extras), recursively."""
+    import importlib.metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    closure, todo = set(), list(names)
+    while todo:
+        name = canonicalize_name(todo.pop())
+        if name in closure:
+            continue
+        closure.add(name)
+        try:
+            wanted = importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        todo += [r.name for r in map(Requirement, wanted) if r.marker is None or r.marker.evaluate({"extra": ""})]
+    return closure
+
+
+def site_packages_with_only(distributions, folder: Path) -> Path:
+    """A site-packages folder holding only ``distributions``, as links to this environment's files (their
+    packages, modules, shared libraries and metadata; a top-level folder shared with others comes whole)."""
+    import importlib.metadata
+
+    folder.mkdir()
+    for name in sorted(distributions):
+        try:
+            distribution = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for top in sorted({file.parts[0] for file in distribution.files or []} - {".."}):
+            source = Path(distribution.locate_file(top))
+            if source.exists() and not os.path.lexists(folder / top):
+                (folder / top).symlink_to(source)
+    return folder
+
+
+def test_the_installed_extensions_files_suffice_to_adapt(ct_file, tiny_weights, tmp_path):
+    """Slicer's "Adapt to my scans" path (a worker runs ``adapt``) from the installed extension's files alone,
+    with the checkout unimportable and only the packages the module installs present: requirements.txt and
+    requirements-adapt.txt (read from the installed Resources/) and what pip brings with them. Nothing of
+    data/ or of the benchmark's BM3D/nilearn side is needed."""
+    from DiffCodeRestoreLib.hub import verify_folder
+    from DiffCodeRestoreLib.worker import WorkerRequest, parse_event
+    from DiffCodeRestoreSlicerLib.install import read_requirements
+
+    extension = installed_extension(tmp_path / "qt-scripted-modules").resolve()
+    requirements = [r for name in ("requirements.txt", "requirements-adapt.txt")
+                    for r in read_requirements(extension / "Resources" / name)]
+    present = distributions_installed_with(r.name for r in requirements)
+    assert {"torch", "scipy", "scikit-image", "pywavelets"} <= present and not {"bm3d", "nilearn"} & present
+    site_packages = site_packages_with_only(present, tmp_path / "site-packages")
+    out = tmp_path / "adapted"
+    request = WorkerRequest(action="adapt", inputs=[str(ct_file)], output=str(out), task="ct-denoise",
+                            model=str(tiny_weights), device="cpu", options={"iterations": 3, "force": True})
+    (tmp_path / "request.json").write_text(request.validate().to_json())
+    # -S: no site module, so neither this environment's site-packages nor its .pth files (the editable
+    # install's path to the checkout) are seen; only the extension and the packages the module installs.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(extension), str(site_packages)]), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-S", "-c", INSTALLED_CHILD, str(tmp_path / "request.json")],
+                          capture_output=True, text=True, timeout=300, cwd=str(tmp_path), env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("INSTALLED ")]
+    report = json.loads(line.split(" ", 1)[1])
+    events = [e for e in map(parse_event, done.stdout.splitlines()) if e]
+    assert report["code"] == 0 and events[-1]["event"] == "done", done.stdout[-3000:] + done.stderr[-3000:]
+    assert events[-1]["folder"] == str(out) and "adapted model" in events[-1]["table"]
+    assert set(verify_folder(out)) == {"config.json", "model.safetensors", "README.md", "adaptation.json"}
+
+    checkout = Path(__file__).resolve().parents[1]
+    assert str(checkout / "DiffCodeRestore") not in report["path"] and str(checkout) not in report["path"]
+    assert Path(report["ours"]["DiffCodeRestoreLib"]).is_relative_to(extension)
+    assert all(Path(file).is_relative_to(extension) for file in report["ours"].values()), report["ours"]
+    assert {"DiffCodeRestoreLib.training.loop", "DiffCodeRestoreLib.benchmark.baselines"} <= set(report["ours"])
+    assert not [name for name in report["ours"] if name.startswith("DiffCodeRestoreLib.data")]
+    assert not {"bm3d", "nilearn"} & set(report["tops"])
+    assert Path(report["adapt_file"]) == extension / "Resources" / "requirements-adapt.txt"
+    assert report["adapt"] == [str(r) for r in read_requirements(extension / "Resources" / "requirements-adapt.txt")]
+    assert {"pywt", "skimage", "scipy"} <= set(report["tops"])  # what requirements-adapt.txt is for

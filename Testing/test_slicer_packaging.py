@@ -20,10 +20,27 @@ LIB = f"{MODULE}Lib"
 SLICER_LIB = f"{MODULE}SlicerLib"  # the module's own code beside the module file
 # Files of SLICER_LIB that need Slicer; every other file there is Qt-free (tests import them).
 SLICER_LIB_WITH_SLICER = {f"{SLICER_LIB}/logic.py", f"{SLICER_LIB}/parameters.py", f"{SLICER_LIB}/widget.py"}
-DEV_ONLY = ("data", "benchmark", "training")  # development subpackages, not shipped
+DEV_ONLY = ("data", "benchmark")  # development subpackages, not shipped...
+# ...but for the files "Adapt to my scans" imports (adapt.best_filter: the fast classical filters it is
+# compared with). training/ is shipped whole: adaptation is its stage 2. A real adaptation from only the
+# listed files is run in Testing/test_adapt.py (test_the_installed_extensions_files_suffice_to_adapt).
+SHIPPED_FROM_DEV = {f"{LIB}/benchmark/__init__.py", f"{LIB}/benchmark/methods.py", f"{LIB}/benchmark/baselines.py"}
 # Modules that shipped code may import when it is imported (inside Slicer): the core's allowed
 # dependencies and what Slicer provides to the module layer.
 CORE_IMPORTS = {"torch", "numpy", "SimpleITK", "huggingface_hub", "safetensors", "tqdm", LIB}
+# Import names of distributions whose import name differs from their name (requirements files -> imports).
+IMPORT_NAMES = {"scikit-image": "skimage", "PyWavelets": "pywt"}
+# Packages shipped core code imports lazily that no requirements file installs, and why that is right.
+UNDECLARED_LAZY_IMPORTS = {
+    "pydicom": "Slicer ships it; outside Slicer DICOM output says to install it, SUV reading says it is missing",
+    "bm3d": "the benchmark's slow BM3D baseline (benchmark/baselines.py); adaptation uses only the fast filters",
+}
+# Unshipped modules that shipped code imports lazily, on paths an installed extension never takes.
+UNSHIPPED_LAZY_IMPORTS = {
+    (f"{LIB}/training/__main__.py", f"{LIB}/data/__init__.py"): "training from scratch: the data cache",
+    (f"{LIB}/training/__main__.py", f"{LIB}/data/slices.py"): "training from scratch: the slice pairs",
+    (f"{LIB}/training/model_card.py", f"{LIB}/data/recipes.py"): "the card of a trained model; adapt uses CITATION",
+}
 SLICER_LAYER = {"slicer", "vtk", "qt", "ctk", SLICER_LIB}
 EXTENSION = "DiffCode"
 CATALOG_KEYS = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
@@ -37,7 +54,8 @@ def shipped_python():
     files |= {path.relative_to(MODULE_DIR).as_posix() for path in (MODULE_DIR / SLICER_LIB).glob("*.py")}
     for path in (MODULE_DIR / LIB).rglob("*.py"):
         relative = path.relative_to(MODULE_DIR)
-        if "__pycache__" in relative.parts or relative.parts[1] in DEV_ONLY:
+        if "__pycache__" in relative.parts or (relative.parts[1] in DEV_ONLY
+                                               and relative.as_posix() not in SHIPPED_FROM_DEV):
             continue
         files.add(relative.as_posix())
     return files
@@ -98,14 +116,17 @@ def test_every_shipped_python_file_is_listed(module_cmake):
     listed, expected = cmake_list(module_cmake, "MODULE_PYTHON_SCRIPTS"), shipped_python()
     assert listed == expected, _difference_message("Python files", expected, listed, "MODULE_PYTHON_SCRIPTS")
     assert {f"{MODULE}.py", f"{LIB}/mrml.py", f"{LIB}/worker.py", f"{LIB}/pipeline.py",
-            f"{SLICER_LIB}/logic.py", f"{SLICER_LIB}/install.py", f"{SLICER_LIB}/job.py"} <= listed
+            f"{SLICER_LIB}/logic.py", f"{SLICER_LIB}/install.py", f"{SLICER_LIB}/job.py", f"{LIB}/adapt.py",
+            f"{LIB}/training/loop.py", f"{LIB}/training/__main__.py", f"{LIB}/benchmark/baselines.py"} <= listed
+    assert SHIPPED_FROM_DEV <= listed and not any(item.startswith(f"{LIB}/data/") for item in listed)
+    assert f"{LIB}/benchmark/harness.py" not in listed  # the rest of the benchmark stays out
 
 
 def test_every_resource_is_listed(module_cmake):
     listed, expected = cmake_list(module_cmake, "MODULE_PYTHON_RESOURCES"), shipped_resources()
     assert listed == expected, _difference_message("resources", expected, listed, "MODULE_PYTHON_RESOURCES")
     assert {f"Resources/Icons/{MODULE}.png", f"Resources/UI/{MODULE}.ui", "Resources/Models.json",
-            "Resources/requirements.txt"} <= listed
+            "Resources/requirements.txt", "Resources/requirements-adapt.txt"} <= listed
 
 
 def test_module_cmake_builds_the_scripted_module_with_tests(module_cmake):
@@ -135,6 +156,64 @@ def test_shipped_python_is_valid_python_3_9_and_imports_only_what_slicer_has():
             for name in names:
                 top = name.split(".")[0]
                 assert top in allowed or _is_stdlib(top), f"{relative} imports {name} at import time"
+
+
+def _requirement_imports():
+    """Import names of what Resources/requirements.txt and requirements-adapt.txt install (the module's reader)."""
+    from DiffCodeRestoreSlicerLib import install
+
+    return {IMPORT_NAMES.get(r.name, r.name) for r in install.read_requirements() + install.adapt_requirements()}
+
+
+def test_shipped_core_imports_lazily_only_what_the_requirements_install():
+    """A lazy import is still an import once its function runs (in the worker, inside Slicer): every
+    package the shipped core imports anywhere comes from a requirements file, or is named with a reason."""
+    declared = _requirement_imports()
+    assert {"torch", "huggingface_hub", "scipy", "skimage", "pywt"} <= declared
+    seen = set()
+    for relative in sorted(item for item in shipped_python() if item.startswith(f"{LIB}/")):
+        if relative == f"{LIB}/mrml.py":  # the Slicer side of the core (slicer, vtk)
+            continue
+        tree = ast.parse((MODULE_DIR / relative).read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            for top in (name.split(".")[0] for name in names):
+                if top == LIB or _is_stdlib(top):
+                    continue
+                seen.add(top)
+                assert top in declared or top in UNDECLARED_LAZY_IMPORTS, \
+                    f"{relative} imports {top}, which no requirements file installs in Slicer"
+    assert set(UNDECLARED_LAZY_IMPORTS) <= seen, "a stale exception: drop it"
+
+
+def _tree_module(parts):
+    """The module file of the module tree that ``parts`` names (relative to the module folder), or None."""
+    for candidate in ("/".join(parts) + ".py", "/".join(parts) + "/__init__.py"):
+        if (MODULE_DIR / candidate).is_file():
+            return candidate
+    return None
+
+
+def test_shipped_code_imports_only_shipped_modules():
+    """Lazy imports included: a module left out of the list is an ImportError in Slicer once that code runs."""
+    shipped, seen = shipped_python(), set()
+    for relative in sorted(shipped):
+        package = relative.split("/")[:-1]
+        for node in ast.walk(ast.parse((MODULE_DIR / relative).read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name.split(".") for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = package[:len(package) - node.level + 1] if node.level else []
+                module = base + (node.module.split(".") if node.module else [])
+                targets = [module] + [module + [alias.name] for alias in node.names]
+            else:
+                continue
+            for target in filter(None, map(_tree_module, targets)):
+                if target not in shipped:
+                    assert (relative, target) in UNSHIPPED_LAZY_IMPORTS, f"{relative} imports {target}, not shipped"
+                    seen.add((relative, target))
+    assert seen == set(UNSHIPPED_LAZY_IMPORTS), "a stale exception: drop it"
 
 
 def test_qt_free_files_of_the_module_never_import_qt_or_slicer():

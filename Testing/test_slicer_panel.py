@@ -27,6 +27,7 @@ from DiffCodeRestoreSlicerLib.job import JobRegistry, PolledJob, WorkerRunner
 ROOT = Path(__file__).resolve().parents[1]
 MODULE_DIR = ROOT / "DiffCodeRestore"
 REQUIREMENTS = MODULE_DIR / "Resources" / "requirements.txt"
+ADAPT_REQUIREMENTS = MODULE_DIR / "Resources" / "requirements-adapt.txt"
 ALL_INSTALLED = {"torch": "2.6.0+cu126", "numpy": "1.26.4", "SimpleITK": "2.4.0", "huggingface_hub": "1.2.0",
                  "safetensors": "0.4.5", "tqdm": "4.66.0", "scikit-image": "0.24.0"}
 
@@ -116,7 +117,8 @@ def test_metrics_check_only_their_own_package_and_slicers_packages_are_never_rei
     versions = dict(ALL_INSTALLED)
     del versions["huggingface_hub"], versions["scikit-image"], versions["SimpleITK"]  # no metadata in this Slicer
     installer = make_installer(versions, [])
-    metrics = [Requirement("scikit-image", ">=0.19")]
+    metrics = install.metrics_requirements()  # scikit-image's line of requirements-adapt.txt
+    assert metrics == [Requirement("scikit-image", ">=0.19")]
     assert installer.plan(False, metrics, include_base=False).describe() == ["scikit-image>=0.19"]
     assert installer.plan(False).describe() == ["huggingface_hub>=1.1"]
     versions["numpy"] = "1.19.5"  # a Slicer far too old: say so instead of pip-installing over its numpy
@@ -188,6 +190,86 @@ def test_declining_installs_nothing():
     installer = DependencyInstaller(lambda r: calls.append(r), lambda r: calls.append(r), lambda w: False,
                                     version_of=versions.get)
     assert installer.ensure() is False and calls == []
+
+
+# ---- adapting to one's scans: its own packages, installed on demand like the module's ----------------
+
+
+def test_adapt_requirements_are_one_file_shipped_with_the_module_and_the_adapt_extra():
+    tomllib = pytest.importorskip("tomllib")
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "optional-dependencies" in config["project"]["dynamic"] and "optional-dependencies" not in config["project"]
+    extras = config["tool"]["setuptools"]["dynamic"]["optional-dependencies"]
+    assert [ROOT / name for name in extras["adapt"]["file"]] == [ADAPT_REQUIREMENTS]
+    assert ROOT / extras["dev"]["file"][0] == ADAPT_REQUIREMENTS  # development has everything adapting has
+    assert install.ADAPT_REQUIREMENTS_FILE == ADAPT_REQUIREMENTS
+    adapt = install.adapt_requirements()
+    # estimate_sigma (the NLM filter's noise level) needs PyWavelets, which scikit-image does not install
+    assert {r.name for r in adapt} == {"scipy", "scikit-image", "PyWavelets"}
+    assert not {r.key for r in adapt} & {r.key for r in install.read_requirements()}  # one floor per package
+    try:
+        import importlib.metadata
+
+        declared = importlib.metadata.requires("diffcode-restore") or []
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("the package is not installed (pip install -e .)")
+    assert {f'{r}; extra == "adapt"' for r in adapt} <= set(declared), "reinstall with pip install -e ."
+
+
+def test_adapting_installs_torch_and_its_packages_after_one_confirmation():
+    """A fresh Slicer: one question lists everything adapting needs; torch the PyTorch way, the rest with pip."""
+    versions = dict(ALL_INSTALLED)
+    del versions["torch"], versions["scikit-image"]
+    calls, installed = [], []
+    installer = make_installer(versions, calls)
+    installer.on_installed.append(installed.append)
+    adapt = install.adapt_requirements()
+    wanted = [str(r) for r in adapt]
+    question = ["PyTorch: torch>=2.0,<2.13 (through the PyTorch extension)", *wanted]
+    assert installer.plan(True, adapt).describe() == question
+    assert installer.ensure(True, adapt) is True
+    assert calls == [("ask", question), ("torch", "torch>=2.0,<2.13"), ("pip", wanted)]
+    assert installed == [["torch", "scipy", "scikit-image", "PyWavelets"]]
+    assert installer.ensure(True, adapt) is True and len(calls) == 3  # all there now: nothing asked again
+
+
+def test_an_old_scikit_image_is_upgraded_for_adapting_and_declining_installs_nothing():
+    versions = dict(ALL_INSTALLED, **{"scikit-image": "0.18.3", "scipy": "1.13.1", "PyWavelets": "1.6.0"})
+    calls = []
+    installer = DependencyInstaller(lambda r: calls.append(r), lambda r: calls.append(r),
+                                    lambda wanted: calls.append(("ask", wanted)) or False, version_of=versions.get)
+    adapt = install.adapt_requirements()
+    assert installer.plan(True, adapt).describe() == ["scikit-image>=0.19"]
+    assert installer.ensure(True, adapt) is False  # the logic then raises its one-line error, naming these
+    assert calls == [("ask", ["scikit-image>=0.19"])] and installer.busy is None
+    assert installer.plan(True, adapt).describe() == ["scikit-image>=0.19"]
+
+
+def test_a_failed_install_of_the_adapt_packages_is_one_line_and_frees_the_installer():
+    versions = dict(ALL_INSTALLED)
+    installer = DependencyInstaller(lambda requirements: None, lambda r: None, lambda w: True,
+                                    version_of=versions.get)  # pip "succeeds" but nothing appears
+    with pytest.raises(RuntimeError) as error:
+        installer.ensure(True, install.adapt_requirements())
+    message = str(error.value)
+    assert "\n" not in message and message.startswith("scipy>=") and "could not be installed" in message
+    assert installer.busy is None
+
+
+def test_the_logic_installs_what_adapting_needs_instead_of_refusing():
+    """logic.adapt (Slicer-only) asks the installer for the adapt requirements with the module's own,
+    before any worker starts, and says in one line what to do when that was declined."""
+    logic = (MODULE_DIR / "DiffCodeRestoreSlicerLib" / "logic.py").read_text(encoding="utf-8")
+    assert "ADAPT_NEEDS" not in logic and "find_spec(name) is None" not in logic
+    adapt = _module_functions()["DiffCodeRestoreLogic.adapt"]
+    asked = adapt.index("needs = adapt_requirements()")
+    ensure = adapt.index("if not self.ensureDependencies(needs):")
+    refusal = adapt.index("raise RuntimeError(", ensure)
+    assert asked < ensure < refusal < adapt.index("WorkerRequest(action='adapt'")
+    assert "click Adapt again and accept the installation" in adapt[refusal:]
+    assert "self.missingPackages(needs, withTorch=True)" in adapt[refusal:]
+    metrics = _module_functions()["DiffCodeRestoreLogic.computeMetrics"]
+    assert "self.ensureDependencies(metrics_requirements(), withTorch=False, includeBase=False)" in metrics
 
 
 # ---- torch: only torch, a requirement that installs, never imported into Slicer ----------------
@@ -460,7 +542,8 @@ def _module_functions():
     import ast
 
     functions = {}
-    for source in (MODULE_DIR / "DiffCodeRestore.py", MODULE_DIR / "DiffCodeRestoreSlicerLib" / "widget.py"):
+    for source in (MODULE_DIR / "DiffCodeRestore.py", MODULE_DIR / "DiffCodeRestoreSlicerLib" / "widget.py",
+                   MODULE_DIR / "DiffCodeRestoreSlicerLib" / "logic.py"):
         tree = ast.parse(source.read_text(encoding="utf-8"))
         for cls in (node for node in tree.body if isinstance(node, ast.ClassDef)):
             for node in cls.body:

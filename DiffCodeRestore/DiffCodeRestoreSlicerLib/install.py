@@ -1,8 +1,10 @@
 """What the module installs into Slicer's Python, and the one-install-at-a-time rule. Qt-free.
 
 Why this file: the floors live in one place, ``Resources/requirements.txt``, which pyproject.toml
-reads too, and presence alone is not enough (a Slicer with an old huggingface_hub has the package but
-fails every download), so installed versions are compared with the floors without importing
+reads too (likewise ``Resources/requirements-adapt.txt``, pyproject's ``adapt`` extra: what only
+adapting needs, installed when an adaptation starts; its scikit-image line is what PSNR/SSIM need),
+and presence alone is not enough (a Slicer with an old huggingface_hub has the package but fails
+every download), so installed versions are compared with the floors without importing
 anything. torch is installed the PyTorch extension's way (light-the-torch picks the CUDA build that
 fits the GPU) but only torch, with a requirement known to install, and it is never imported into
 Slicer's process: only the worker process uses it. On Slicer 5.8/5.10 ``pip_install`` keeps the GUI
@@ -20,6 +22,8 @@ from pathlib import Path
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 REQUIREMENTS_FILE = Path(__file__).resolve().parents[1] / "Resources" / "requirements.txt"
+ADAPT_REQUIREMENTS_FILE = REQUIREMENTS_FILE.with_name("requirements-adapt.txt")
+METRICS_PACKAGE = "scikit-image"  # PSNR/SSIM (metrics.slice_scores): its line of ADAPT_REQUIREMENTS_FILE
 TORCH = "torch"
 SLICER_PROVIDES = ("numpy", "simpleitk")  # come with every Slicer; never reinstalled from here
 # light-the-torch fails to install torch 2.13 into Slicer 5.12.2 (a broken install that needs a
@@ -112,6 +116,16 @@ def read_requirements(path: Optional[Path] = None) -> List[Requirement]:
     except OSError as error:
         raise RuntimeError(f"{path} cannot be read ({error.strerror}): reinstall the DiffCode extension.") from None
     return [parse_requirement(line.split("#")[0]) for line in lines if line.split("#")[0].strip()]
+
+
+def adapt_requirements() -> List[Requirement]:
+    """What adapting to one's scans needs beyond the module's requirements (``requirements-adapt.txt``)."""
+    return read_requirements(ADAPT_REQUIREMENTS_FILE)
+
+
+def metrics_requirements() -> List[Requirement]:
+    """What the panel's PSNR/SSIM need: scikit-image alone, at the floor the adapt requirements give it."""
+    return [requirement for requirement in adapt_requirements() if requirement.key == METRICS_PACKAGE]
 
 
 def installed_version(name: str) -> Optional[str]:

@@ -26,15 +26,12 @@ from DiffCodeRestoreLib.tasks import get_task
 from DiffCodeRestoreLib.worker import WorkerJob, WorkerRequest, sweep_stale_workdirs
 
 from .cache import default_hub_cache_dir, model_cache_folder
-from .install import LIGHT_THE_TORCH, DependencyInstaller, Requirement, install_torch
+from .install import LIGHT_THE_TORCH, DependencyInstaller, adapt_requirements, install_torch, metrics_requirements
 from .job import JOBS, PolledJob, WorkerRunner
 from .parameters import DiffCodeRestoreParameterNode
 
-METRICS_REQUIREMENTS = (Requirement("scikit-image", ">=0.19"),)
 COMPARE_VIEWS = ("DiffCodeInput", "DiffCodeResult")
 REQUESTER = "DiffCode Restore"
-# What adapt.adapt imports beyond the shipped core: the training loop, the benchmark's filters, scipy, scikit-image.
-ADAPT_NEEDS = ("DiffCodeRestoreLib.training", "DiffCodeRestoreLib.benchmark", "scipy", "skimage")
 
 _installer: Optional[DependencyInstaller] = None
 
@@ -137,7 +134,7 @@ class DiffCodeRestoreLogic(ScriptedLoadableModuleLogic):
                            includeBase: bool = True) -> bool:
         """Install what is missing after one confirmation; False if the user declines (or in tests).
 
-        ``extra``: further requirements (e.g. ``METRICS_REQUIREMENTS``); ``includeBase=False`` checks
+        ``extra``: further requirements (e.g. ``metrics_requirements()``); ``includeBase=False`` checks
         only those. Raises ``InstallInProgress`` (one line) while another install runs.
         """
         installer = self.installer
@@ -228,19 +225,17 @@ class DiffCodeRestoreLogic(ScriptedLoadableModuleLogic):
         """Fine-tune the model for ``task`` on high-quality volume nodes, in a worker (``adapt.adapt``).
 
         The volumes go to the worker as files without their names; the new weights folder is
-        ``hub.local_models_dir()/name`` and appears in the model selector. ``level``: the task's
-        degradation (MRI k-space factor, CT photons per ray, PET dose fraction; None: the headline).
+        ``hub.local_models_dir()/name`` and appears in the model selector. What only adapting needs
+        (``Resources/requirements-adapt.txt``: scipy, scikit-image, PyWavelets) is installed with the
+        module's packages after one confirmation; declined, a one-line ``RuntimeError`` says so.
+        ``level``: the task's degradation (MRI k-space factor, CT photons per ray, PET dose fraction;
+        None: the headline).
         Blocking (default): returns the worker's result (``folder``, ``table``, ``gain_db``) and raises
         ``WorkerError`` (``kind`` "refused" when the adapted model was not better than its base).
         Non-blocking: returns the job; ``completedCallback(job)`` gets ``job.result`` or ``job.error``.
         """
         from DiffCodeRestoreLib import hub
 
-        missing = [name for name in ADAPT_NEEDS if importlib.util.find_spec(name) is None]
-        if missing:  # the training code and its packages are not part of the extension build yet
-            raise RuntimeError(_("Adapting to your scans needs parts this installation lacks ({missing}): use the "
-                                 "`diffcode-restore adapt` command of a full install (pip install -e '.[dev]') for "
-                                 "now; its model folder can then be imported here.").format(missing=", ".join(missing)))
         nodes = [node for node in (volumeNodes or []) if node is not None]
         if not nodes:
             raise mrml.VolumeNodeError(_("Check at least one high-quality volume to adapt to."))
@@ -248,9 +243,11 @@ class DiffCodeRestoreLogic(ScriptedLoadableModuleLogic):
             mrml.check_input_node(node)
         task = get_task(task).name
         folder = hub.new_local_model_folder(name)
-        if not self.ensureDependencies():
-            raise RuntimeError(_("Adapting needs PyTorch and the module's packages: click again and accept the "
-                                 "installation."))
+        needs = adapt_requirements()
+        if not self.ensureDependencies(needs):
+            raise RuntimeError(_("Adapting to your scans needs Python packages that are not installed ({packages}): "
+                                 "click Adapt again and accept the installation.").format(
+                packages="; ".join(self.missingPackages(needs, withTorch=True))))
         options: Dict[str, Any] = {"minutes": float(minutes)}
         if level:
             options["level"] = float(level)
@@ -344,11 +341,11 @@ class DiffCodeRestoreLogic(ScriptedLoadableModuleLogic):
             composite.SetForegroundOpacity(fade)
 
     def metricsAvailable(self) -> bool:
-        return not self.installer.plan(False, METRICS_REQUIREMENTS, include_base=False)
+        return not self.installer.plan(False, metrics_requirements(), include_base=False)
 
     def computeMetrics(self, resultVolume, referenceVolume, task: str, inputVolume=None) -> Dict[str, Any]:
         """PSNR/SSIM of the result (and of the input, when on the same grid) against the reference."""
-        if not self.ensureDependencies(METRICS_REQUIREMENTS, withTorch=False, includeBase=False):
+        if not self.ensureDependencies(metrics_requirements(), withTorch=False, includeBase=False):
             raise RuntimeError(_("PSNR/SSIM need scikit-image, which was not installed: click Compute again and "
                                  "accept the installation."))
         scores = {"result": mrml.compare_to_reference(resultVolume, referenceVolume, task)}

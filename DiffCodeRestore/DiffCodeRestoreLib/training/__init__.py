@@ -1,1 +1,2 @@
-"""Training of the DiffCode model (dev-only: not shipped in the Slicer extension)."""
+"""Training of the DiffCode model. Shipped in the Slicer extension: adapting to one's scans (``adapt``) is
+its stage 2 again; training from scratch also needs the data cache (``data``, development only)."""
