@@ -121,3 +121,39 @@ def test_continued_training_starts_from_a_base_model_and_saves_snapshots(tmp_pat
     base, tuned = DiffCodeModel.from_pretrained(base_folder), DiffCodeModel.from_pretrained(final)
     assert torch.equal(base.codebook.codes, tuned.codebook.codes)  # frozen
     assert any(not torch.equal(a, b) for a, b in zip(base.state_dict().values(), tuned.state_dict().values()))
+
+
+def test_without_a_stage1_encoder_the_refined_latent_is_held_to_its_nearest_code():
+    """Continued training and adaptation have no HQ encoder to supervise z0; the commitment term is
+    L1(z0, nearest code), so the latent stays where the frozen prior can be retrieved."""
+    import torch.nn.functional as F
+
+    from DiffCodeRestoreLib.models import DiffCodeModel
+    from DiffCodeRestoreLib.training.loop import _Stage2Loss
+
+    torch.manual_seed(0)
+    tc = TrainConfig.preset("tiny")
+    model = DiffCodeModel(tc.model_config())
+    lq, hq, task = _sampler().batch(2)
+    loss, metrics = _Stage2Loss(model, None, tc)(lq, hq, task, torch.ones(len(task)), torch.Generator().manual_seed(1))
+    out = model(lq, task, steps=model.config.diffusion_timesteps, fidelity=torch.ones(len(task)),
+                generator=torch.Generator().manual_seed(1))
+    quant, _ = model.codebook.lookup(out["z0"], task)
+    assert metrics["commitment_l1"].item() == pytest.approx(F.l1_loss(out["z0"], quant).item(), rel=1e-5)
+    without, plain = _Stage2Loss(model, None, TrainConfig.preset("tiny", commitment_weight=0.0))(
+        lq, hq, task, torch.ones(len(task)), torch.Generator().manual_seed(1))
+    assert "commitment_l1" not in plain
+    assert loss.item() == pytest.approx(without.item() + tc.commitment_weight * metrics["commitment_l1"].item(), rel=1e-5)
+
+
+def test_the_data_split_is_chosen_for_every_task_or_per_task():
+    from DiffCodeRestoreLib.training.__main__ import _data_split
+
+    parser = argparse.ArgumentParser()
+    assert _data_split(parser, "train-mixed") == "train-mixed" and _data_split(parser, None) is None
+    per_task = _data_split(parser, "ct-denoise=train-mixed,pet-synthesis=train-mixed")
+    assert [TrainConfig(data_split=per_task).split_for(t) for t in ("mri-sr", "ct-denoise", "pet-synthesis")] == [
+        "train", "train-mixed", "train-mixed"]
+    for bad in ("test", "xray=train", "ct-denoise=test"):
+        with pytest.raises(SystemExit):
+            _data_split(parser, bad)

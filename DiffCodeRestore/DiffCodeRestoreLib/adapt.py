@@ -579,7 +579,7 @@ def _card_data(result: AdaptResult, tc) -> Dict[str, Any]:
             "best_step": result.best_step, "steps": result.steps, "train_seconds": round(result.train_seconds, 1),
             "total_seconds": round(result.total_seconds, 1), "data": result.data,
             "recipe": {k: getattr(tc, k) for k in ("patch", "batch_per_task", "lr", "ema_decay", "ssim_weight",
-                                                    "warmup_iters", "seed")}}
+                                                    "commitment_weight", "warmup_iters", "seed")}}
 
 
 DEGRADATION_TEXT = {
@@ -637,8 +637,8 @@ The classical filter was tuned on the held-out slices themselves (generous to it
 with the best held-out PSNR: step {result.best_step} of {result.steps}.
 
 ## Recipe
-Stage-2 fine-tuning from the base weights (image loss L1 + {tc.ssim_weight:g} SSIM; no latent loss, the stage-1 encoder
-is not part of published weights): {result.steps} steps, {result.train_seconds / 60:.1f} min of training
+Stage-2 fine-tuning from the base weights (image loss L1 + {tc.ssim_weight:g} SSIM + {tc.commitment_weight:g} x the
+L1 commitment of the refined latent to its nearest code; the stage-1 encoder is not part of published weights): {result.steps} steps, {result.train_seconds / 60:.1f} min of training
 ({result.total_seconds / 60:.1f} min in all), patches {tc.patch}x{tc.patch}, batch {tc.batch_per_task}, AdamW
 lr {tc.lr:g} with cosine decay, EMA {tc.ema_decay:g}, seed {tc.seed}.
 

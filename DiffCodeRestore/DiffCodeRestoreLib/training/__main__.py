@@ -19,6 +19,7 @@ import torch
 
 from . import distributed
 from ..device import resolve_device
+from ..tasks import TASKS
 from .config import VARIANTS, TrainConfig
 from .distributed import SINGLE, DistContext
 from .loop import RunLog, StageHooks, train_stage1, train_stage2
@@ -84,10 +85,10 @@ def train(tc: TrainConfig, run_dir: Path, device: torch.device, progress: bool =
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "train_config.json").write_text(json.dumps(tc.to_dict(), indent=2))
-        cases = {task: load_cases(task, tc.data_split, rebuild_stale=False) for task in tc.tasks}  # builds if missing
+        cases = {task: load_cases(task, tc.split_for(task), rebuild_stale=False) for task in tc.tasks}  # builds if missing
     distributed.barrier(dist)
     if not dist.is_main:
-        cases = {task: load_cases(task, tc.data_split, rebuild_stale=False) for task in tc.tasks}
+        cases = {task: load_cases(task, tc.split_for(task), rebuild_stale=False) for task in tc.tasks}
     log = RunLog(run_dir / "log.jsonl", enabled=dist.is_main)
     sampler = PatchSampler({task: normalise_cases(task, c) for task, c in cases.items()}, tc.patch,
                            tc.seed + 1000 * dist.rank)
@@ -128,6 +129,23 @@ def _model_options(parser: argparse.ArgumentParser, items: List[str]) -> dict:
     return options
 
 
+def _data_split(parser: argparse.ArgumentParser, spec: Optional[str]):
+    """``--data-split``: one split for every task, or TASK=SPLIT pairs."""
+    if spec is None:
+        return None
+    splits = ("train", "train-mixed")
+    if "=" not in spec:
+        if spec not in splits:
+            parser.error(f"--data-split {spec!r}: choose {' or '.join(splits)}, or TASK=SPLIT pairs")
+        return spec
+    pairs = dict(item.partition("=")[::2] for item in spec.split(","))
+    bad = [f"{t}={s}" for t, s in pairs.items() if t not in TASKS or s not in splits]
+    if bad:
+        parser.error(f"--data-split: {', '.join(bad)} is not TASK=SPLIT with a task of {', '.join(TASKS)} and a "
+                     f"split of {', '.join(splits)}")
+    return pairs
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m DiffCodeRestoreLib.training")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -144,8 +162,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--seed", type=int)
     p.add_argument("--tasks", help="comma list of tasks to train on (default: all three)")
     p.add_argument("--batch-per-task", type=int, help="patches per task in each batch (default 4)")
-    p.add_argument("--data-split", choices=["train", "train-mixed"],
-                   help="training slices: real only, or real + domain-randomised synthetic pairs")
+    p.add_argument("--data-split", metavar="SPLIT|TASK=SPLIT,...",
+                   help="training slices: train (real only) or train-mixed (real + domain-randomised synthetic "
+                   "pairs), for every task or per task, e.g. ct-denoise=train-mixed,pet-synthesis=train-mixed")
     p.add_argument("--base", help="continue from this trained model (catalog name or weights folder): no stage 1")
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--snapshot-every", type=int, help="save the EMA weights every N stage-2 steps (learning curve)")
@@ -163,7 +182,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     tc = TrainConfig.preset(args.config, variant=args.variant, stage1_minutes=args.stage1_minutes,
                             stage2_minutes=args.stage2_minutes, stage1_iters=args.stage1_iters,
                             stage2_iters=args.stage2_iters, seed=args.seed, batch_per_task=args.batch_per_task,
-                            tasks=args.tasks.split(",") if args.tasks else None, data_split=args.data_split,
+                            tasks=args.tasks.split(",") if args.tasks else None,
+                            data_split=_data_split(parser, args.data_split),
                             base=args.base, lr=args.lr, snapshot_every=args.snapshot_every,
                             model_overrides=_model_options(parser, args.model_option) or None)
     from ..data import cache_dir

@@ -234,7 +234,8 @@ def _kmeans_init(ae: HQAutoencoder, sampler: PatchSampler, tc: TrainConfig, devi
 
 
 class _Stage2Loss(nn.Module):
-    """One stage-2 step's loss: image L1 (+ SSIM), plus the latent loss when the stage-1 encoder is there."""
+    """One stage-2 step's loss: image L1 (+ SSIM), plus the latent loss when the stage-1 encoder is there,
+    else (continued training, adaptation) the commitment of the refined latent to its nearest code."""
 
     def __init__(self, model: DiffCodeModel, stage1: Optional[HQAutoencoder], tc: TrainConfig):
         super().__init__()
@@ -254,6 +255,11 @@ class _Stage2Loss(nn.Module):
             latent = F.l1_loss(out["z0"], z_hq)
             loss = loss + self.tc.latent_weight * latent
             metrics["latent_l1"] = latent.detach()
+        elif model.codebook is not None and self.tc.commitment_weight > 0:
+            quant, _ = model.codebook.lookup(out["z0"], task)
+            commitment = F.l1_loss(out["z0"], quant.detach())
+            loss = loss + self.tc.commitment_weight * commitment
+            metrics["commitment_l1"] = commitment.detach()
         return loss, metrics
 
 
