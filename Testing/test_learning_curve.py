@@ -36,8 +36,9 @@ def _method(name, psnr, ssim, subset_psnr, slow=False):
 def test_gains_compare_with_the_best_filter_and_never_with_another_model():
     task_json = {"methods": [_method("input", 20.0, 0.5, 20.0), _method("gaussian", 25.0, 0.7, 25.5),
                              _method("nlm", 26.0, 0.75, 26.0), _method("bm3d", 0.0, 0.0, 27.0, slow=True),
-                             _method("base", 30.0, 0.8, 30.0), _method("step-00500", 27.0, 0.78, 26.5)]}
-    gains = lc.public_gains(task_json, "step-00500", ["base", "step-00500"])
+                             _method("base", 30.0, 0.8, 30.0), _method("step-00500", 27.0, 0.78, 26.5),
+                             _method("diffcode", 30.0, 0.8, 30.0)]}  # the default model is no filter either
+    gains = lc.public_gains(task_json, "step-00500")
     assert gains["best_filter"] == "nlm" and gains["gain_over_filter"] == pytest.approx(1.0)
     assert gains["gain_over_input"] == pytest.approx(7.0) and gains["ssim_over_filter"] == pytest.approx(0.03)
     assert gains["best_on_subset"] == "bm3d" and gains["gain_on_subset"] == pytest.approx(-0.5)

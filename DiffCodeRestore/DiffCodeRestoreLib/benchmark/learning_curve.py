@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..tasks import TASKS
+from .baselines import BASELINES
 from .report import table_lines
 
 
@@ -44,11 +45,11 @@ def cpu_hours(run_dir: Path, step: int, threads: int) -> float:
     return seconds * threads / 3600
 
 
-def public_gains(task_json: dict, model: str, models: Sequence[str]) -> Dict[str, float]:
+def public_gains(task_json: dict, model: str) -> Dict[str, float]:
     """A model's mean PSNR/SSIM on the public test beside the input and the best filter run on every slice,
     and its gain over the best of all filters (BM3D included) on the slow subset."""
     methods = {m["name"]: m for m in task_json["methods"]}
-    filters = [m for name, m in methods.items() if name != "input" and name not in models]
+    filters = [m for name, m in methods.items() if name in BASELINES and name != "input"]
     full = [m for m in filters if not m["slow"]]
     best = max(full, key=lambda m: m["mean"]["psnr"])
     best_subset = max(filters, key=lambda m: m["mean_on_subset"]["psnr"])
@@ -88,6 +89,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--every", type=int, default=1, help="score every k-th snapshot (the last always)")
     parser.add_argument("--robustness", action="store_true", help="also run the robustness suite on every point")
     parser.add_argument("--bm3d-slices", type=int, default=1, help="BM3D slices (public test and robustness)")
+    parser.add_argument("--tables-only", action="store_true",
+                        help="re-read the benchmark results already in --out instead of running them again")
     args = parser.parse_args(argv)
     from . import robustness
     from .__main__ import main as benchmark_main
@@ -104,14 +107,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         models.insert(0, ("base", resolve(args.base).folder))
     specs = [f"{name}={folder}" for name, folder in models]
     public_dir = args.out / "public"
-    code = benchmark_main(["--tasks", "all", "--methods", "all", "--bm3d-slices", str(max(1, args.bm3d_slices)),
-                           *[a for s in specs for a in ("--model", s)], "--out", str(public_dir)])
+    methods = ",".join(["baselines"] + [name for name, _ in models])
+    code = 0 if args.tables_only else benchmark_main(
+        ["--tasks", "all", "--methods", methods, "--bm3d-slices", str(max(1, args.bm3d_slices)),
+         *[a for s in specs for a in ("--model", s)], "--out", str(public_dir)])
     if code:
         return code
     robust: Dict[str, Dict[str, float]] = {}
     if args.robustness:
-        code = robustness.main(["--out", str(args.out / "robustness"), "--bm3d-slices", str(args.bm3d_slices),
-                                *[a for s in specs for a in ("--model", s)]])
+        code = 0 if args.tables_only else robustness.main(
+            ["--out", str(args.out / "robustness"), "--bm3d-slices", str(args.bm3d_slices),
+             *[a for s in specs for a in ("--model", s)]])
         if code:
             return code
         payload = json.loads((args.out / "robustness" / "results.json").read_text(encoding="utf-8"))
@@ -125,7 +131,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         public = {}
         for task in TASKS:
             task_json = json.loads((public_dir / f"{task}.json").read_text(encoding="utf-8"))
-            public[task] = public_gains(task_json, name, [n for n, _ in models])
+            public[task] = public_gains(task_json, name)
         out.append({"name": name, "folder": str(folder), "step": step,
                     "cpu_hours": 0.0 if name == "base" else cpu_hours(args.run_dir, step, args.threads),
                     "public": public, "robustness": robust.get(name, {})})
