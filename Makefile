@@ -50,12 +50,10 @@ demo: data
 benchmark: dataset
 	$(VPY) -m DiffCodeRestoreLib.benchmark --tasks all --methods all --out benchmark-results/full
 
-# The shipped weights: diffcode-small (bundled) continued on real + synthetic pairs, then exported with its
-# model card. RUNS holds checkpoints, snapshots and logs (resumable: run it again after an interruption).
-RUNS ?= $(HOME)/.cache/diffcode-restore/runs
+# The shipped diffcode-small, from scratch (resumable: run it again after an interruption); docs/model.md
+# has the export step and the other runs (ablations, the continued run on real + synthetic pairs).
 train: dataset
-	$(VPY) -m DiffCodeRestoreLib.training train --config small-mixed --run-dir $(RUNS)/small-mixed
-	$(VPY) -m DiffCodeRestoreLib.training export $(RUNS)/small-mixed $(RUNS)/diffcode-small-mixed
+	$(VPY) -m DiffCodeRestoreLib.training train --config small
 
 clean-venv:
 	rm -rf $(VENV) .venv39

@@ -178,7 +178,8 @@ def load_cases(task: str, split: str, cache: Optional[Path] = None, limit: Optio
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m DiffCodeRestoreLib.data.slices", description=__doc__.split("\n")[0])
     parser.add_argument("--task", nargs="+", choices=list(TASKS), default=list(TASKS))
-    parser.add_argument("--split", nargs="+", choices=list(SPLITS), default=list(SPLITS))
+    parser.add_argument("--split", nargs="+", choices=list(SPLITS), default=["train", "test"],
+                        help="default: train and test (the shipped recipe); train-mixed adds synthetic pairs")
     parser.add_argument("--force", action="store_true", help="rebuild even if the cached dataset is current")
     args = parser.parse_args(argv)
     start = time.monotonic()

@@ -84,7 +84,8 @@ class TrainConfig:
             "tiny": dict(model="tiny", patch=32, batch_per_task=2, stage1_iters=6, stage2_iters=6,
                          codebook_warmup=2, checkpoint_minutes=0.0, log_every=1),
             "small": {},
-            # diffcode-small continued on the mixed split (real + synthetic): the shipped v2 recipe.
+            # diffcode-small continued on the mixed split (real + synthetic pairs): measured in
+            # docs/results.md (continued training), not shipped.
             "small-mixed": dict(base="diffcode-small", data_split="train-mixed", lr=2e-4, stage1_iters=0,
                                 stage2_iters=3000, snapshot_every=500),
             "large": dict(model="large", patch=128, batch_per_task=8, lr=2e-4, stage1_iters=20000,

@@ -48,7 +48,7 @@ def _reproduce(train_cfg: dict, run_dir: Path) -> str:
         return (f"Continued from `{train_cfg['base']}` (revision {base.get('revision') or 'local'}, SHA-256 "
                 f"`{base.get('sha256', '?')}`): stage 2 only, its codebooks frozen. Reproduce: "
                 f"`python -m DiffCodeRestoreLib.training train --config {train_cfg.get('preset_name') or 'small-mixed'}`, then "
-                f"`python -m DiffCodeRestoreLib.training export RUN_DIR OUT` (or `make train`, which does both).")
+                f"`python -m DiffCodeRestoreLib.training export RUN_DIR OUT`.")
     return (f"Reproduce: `python -m DiffCodeRestoreLib.training train --config {train_cfg['model']} --variant "
             f"{train_cfg['variant']} --stage1-iters {train_cfg['stage1_iters']} --stage2-iters "
             f"{train_cfg['stage2_iters']}` (iterations, not wall-clock caps, end each stage), then "
