@@ -7,6 +7,8 @@ import torch
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+pytest_plugins = ("cli_checks",)  # the `run` fixture of the CLI tests (shared with the Python 3.9 step)
+
 
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory):

@@ -26,6 +26,7 @@ from DiffCodeRestoreLib.adapt import AdaptRefused, adapt
 from DiffCodeRestoreLib.adapt_data import AdaptCancelled, estimate_level, read_inputs
 from DiffCodeRestoreLib.cli import main
 from DiffCodeRestoreLib.data.volumes import load_volume
+from cli_checks import assert_one_line_error
 from images import write_dicom_series
 
 QUICK = {"patch": 32, "batch_per_task": 2, "lr": 3e-3, "warmup_iters": 2, "ema_decay": 0.9, "checkpoint_minutes": 0.0,
@@ -230,46 +231,32 @@ def test_pet_pairs_insert_the_noise_of_fewer_counts():
     assert abs(lq[inside].mean() / full[inside].mean() - 1) < 0.05  # noise, not a change of uptake
 
 
-@pytest.fixture
-def run(capsys):
-    def invoke(*args):
-        code = main(list(args))
-        out, err = capsys.readouterr()
-        return code, out, err
-    return invoke
-
-
-def assert_one_line(code, err, pattern, expected=1):
-    lines = err.strip().splitlines()
-    assert code == expected and "Traceback" not in err, err
-    assert re.search(pattern, lines[-1]), lines[-1]
-    assert lines[-1].startswith("diffcode-restore: error: ")
-
-
 def test_bad_inputs_are_refused_in_one_line(run, ct_file, tiny_weights, tmp_path):
     base = ["--base", str(tiny_weights), "--iterations", "2", "--quiet"]
     labels = sitk.GetImageFromArray((np.arange(16 * 64 * 64).reshape(16, 64, 64) // 8192 % 4).astype(np.uint8))
     sitk.WriteImage(labels, str(tmp_path / "labels.nrrd"))
     code, _, err = run("adapt", str(tmp_path / "labels.nrrd"), "--task", "ct-denoise", "--out", str(tmp_path / "a"),
                        *base)
-    assert_one_line(code, err, "looks like a label map")
+    assert_one_line_error(code, err, "looks like a label map", only_line=False)
     code, _, err = run("adapt", str(ct_file), "--task", "mri-sr", "--out", str(tmp_path / "b"), *base)
-    assert_one_line(code, err, r"volume 1 .* looks like CT low-dose denoising .* not MRI super-resolution")
+    assert_one_line_error(code, err, r"volume 1 .* looks like CT low-dose denoising .* not MRI super-resolution",
+                          only_line=False)
     sitk.WriteImage(abdomen_crop(slices=slice(40, 45)), str(tmp_path / "short.nrrd"))
     code, _, err = run("adapt", str(tmp_path / "short.nrrd"), "--task", "ct-denoise", "--out", str(tmp_path / "c"),
                        *base)
-    assert_one_line(code, err, "too few slices: volume 1 has 5")
+    assert_one_line_error(code, err, "too few slices: volume 1 has 5", only_line=False)
     brain = sitk.GetImageFromArray(np.random.default_rng(0).uniform(0, 800, (12, 64, 64)).astype(np.float32))
     series = write_dicom_series(sitk.Cast(brain, sitk.sitkInt16), tmp_path / "mr-series", modality="MR")
     code, _, err = run("adapt", str(ct_file), str(series), "--task", "ct-denoise", "--out", str(tmp_path / "d"), *base)
-    assert_one_line(code, err, r"volume 2 .* looks like MRI super-resolution \(DICOM modality MR\)")
+    assert_one_line_error(code, err, r"volume 2 .* looks like MRI super-resolution \(DICOM modality MR\)",
+                          only_line=False)
     code, _, err = run("adapt", str(ct_file), "--task", "ct-denoise", "--out", str(tmp_path / "e"), "--scale", "2",
                        *base)
-    assert_one_line(code, err, "--scale is the level of mri-sr", expected=2)
+    assert_one_line_error(code, err, "--scale is the level of mri-sr", exits=(2,), only_line=False)
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "x").write_text("")
     code, _, err = run("adapt", str(ct_file), "--task", "ct-denoise", "--out", str(tmp_path / "taken"), *base)
-    assert_one_line(code, err, "already exists: give a new folder")
+    assert_one_line_error(code, err, "already exists: give a new folder", only_line=False)
     assert not any((tmp_path / name).exists() for name in "abcde")
 
 

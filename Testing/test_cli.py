@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import SimpleITK as sitk
 
 from DiffCodeRestoreLib.cli import main
 from DiffCodeRestoreLib.volume_io import read_provenance
+from cli_checks import assert_one_line_error
 from images import assert_same_grid, oblique_image, write_dicom_series
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("diffcode-restore")
@@ -42,14 +42,6 @@ def run(tiny_weights, capsys):
         return code, out, err
 
     return invoke
-
-
-def assert_one_line_error(code, err, pattern):
-    assert code == 1
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert lines[0].startswith("diffcode-restore: error: ")
-    assert re.search(pattern, lines[0]), lines[0]
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ from typing import List
 import numpy as np
 import pytest
 
+pytest_plugins = ("cli_checks",)  # the `run` fixture of the CLI tests, shared with the main suite
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 SELECTION = HERE / "selection.txt"

@@ -8,36 +8,17 @@ Testing/test_cli.py.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from DiffCodeRestoreLib.cli import main
+from cli_checks import assert_one_line_error
 from images import oblique_image
 from test_core39_volume_io import BAD_INPUTS, bad_inputs, write
 
 BLOCK_TORCH = "import sys; sys.modules['torch'] = None  # `import torch` now raises ImportError\n"
-
-
-@pytest.fixture
-def run(capsys):
-    def invoke(*args):
-        code = main(list(args))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
-
-
-def assert_one_line_error(code, err, pattern, exits=(1,)):
-    assert code in exits, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert lines[0].startswith("diffcode-restore: error: ")
-    assert re.search(pattern, lines[0]), lines[0]
 
 
 @pytest.mark.parametrize("kind,pattern", BAD_INPUTS)

@@ -19,7 +19,8 @@ MIN_SELECTED = 60  # tests the step runs today: fewer means a file or node id fe
 
 
 def run_python(code: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    paths = [str(ROOT / "DiffCodeRestore"), str(ROOT / "Testing" / "py39"), os.environ.get("PYTHONPATH", "")]
+    paths = [str(ROOT / "DiffCodeRestore"), str(ROOT / "Testing" / "py39"), str(ROOT / "Testing"),  # as .ci/core-py39.sh
+             os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
                           cwd=str(ROOT), env=env)

@@ -71,8 +71,8 @@ SYNTHETIC: Dict[str, dict] = {
     "pet-synthesis": {"cases": 6, "slices_per_case": 10, "seed": 311,
                       "shares": {"shapes": 0.25, "mni_tissue": 0.15, "aal": 0.25, "lung1_hu": 0.15}},
 }
-for _task, _synthetic in SYNTHETIC.items():
-    PARAMETERS[(_task, "train-mixed")] = {**copy.deepcopy(PARAMETERS[(_task, "train")]), "synthetic": _synthetic}
+PARAMETERS.update({(task, "train-mixed"): {**copy.deepcopy(PARAMETERS[(task, "train")]), "synthetic": synthetic}
+                   for task, synthetic in SYNTHETIC.items()})
 
 
 def parameters(task: str, split: str, limit: Optional[int] = None) -> dict:

@@ -18,6 +18,12 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
 }
 
 
+def split_for(data_split: Union[str, Dict[str, str]], task: str) -> str:
+    """The split of ``task`` under a ``data_split`` setting (one split, or {task: split}, others "train"),
+    also as read back from a run's ``train_config.json``."""
+    return data_split if isinstance(data_split, str) else data_split.get(task, "train")
+
+
 @dataclass
 class TrainConfig:
     preset_name: str = ""  # the preset this config came from, recorded so a model card can say how to reproduce it
@@ -73,7 +79,7 @@ class TrainConfig:
 
     def split_for(self, task: str) -> str:
         """The training split ``task`` draws its slices from."""
-        return self.data_split if isinstance(self.data_split, str) else self.data_split.get(task, "train")
+        return split_for(self.data_split, task)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)

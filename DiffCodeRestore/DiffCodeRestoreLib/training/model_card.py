@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..models import DiffCodeModel
+from .config import split_for
 
 CITATION = """@inproceedings{chen2025diffcode,
   title     = {DiffCode: Diffusion-based Codebook Prior for All-in-One Medical Image Restoration},
@@ -31,28 +32,34 @@ def _training_summary(run_dir: Path) -> str:
 
 
 def _synthetic_line(train_cfg: dict) -> str:
-    if train_cfg.get("data_split") != "train-mixed":
+    data_split = train_cfg.get("data_split", "train")
+    mixed = [task for task in train_cfg["tasks"] if split_for(data_split, task) == "train-mixed"]
+    if not mixed:
         return ""
     from ..data.recipes import SYNTHETIC
 
-    parts = [f"{task} {r['cases']} x {r['slices_per_case']} slices ({', '.join(r['shares'])})" for task, r in SYNTHETIC.items()]
-    return ("- Domain-randomised synthetic pairs beside the real slices (`data/synth`, as many slices as the real part "
-            "per task; docs/training-data.md): label maps or random shapes, random contrast, texture, geometry "
+    parts = [f"{task} {SYNTHETIC[task]['cases']} x {SYNTHETIC[task]['slices_per_case']} slices "
+             f"({', '.join(SYNTHETIC[task]['shares'])})" for task in mixed]
+    return ("- Domain-randomised synthetic pairs beside the real slices (`data/synth`, as many slices as the real "
+            "part per task; docs/training-data.md): label maps or random shapes, random contrast, texture, geometry "
             "(pixel 0.3-3 mm, matrix 96-512), MRI factor 2-4 (sometimes per axis), CT I0 3e3-1e7, PET dose "
             "1/20-1/4: " + "; ".join(parts) + ".\n")
 
 
 def _reproduce(train_cfg: dict, run_dir: Path) -> str:
-    if train_cfg.get("base"):
-        base = json.loads((run_dir / "base.json").read_text(encoding="utf-8")) if (run_dir / "base.json").is_file() else {}
-        return (f"Continued from `{train_cfg['base']}` (revision {base.get('revision') or 'local'}, SHA-256 "
-                f"`{base.get('sha256', '?')}`): stage 2 only, its codebooks frozen. Reproduce: "
-                f"`python -m DiffCodeRestoreLib.training train --config {train_cfg.get('preset_name') or 'small-mixed'}`, then "
-                f"`python -m DiffCodeRestoreLib.training export RUN_DIR OUT`.")
-    return (f"Reproduce: `python -m DiffCodeRestoreLib.training train --config {train_cfg['model']} --variant "
-            f"{train_cfg['variant']} --stage1-iters {train_cfg['stage1_iters']} --stage2-iters "
-            f"{train_cfg['stage2_iters']}` (iterations, not wall-clock caps, end each stage), then "
-            f"`python -m DiffCodeRestoreLib.training export RUN_DIR OUT`.")
+    export = "`python -m DiffCodeRestoreLib.training export RUN_DIR OUT`."
+    if not train_cfg.get("base"):
+        return (f"Reproduce: `python -m DiffCodeRestoreLib.training train --config {train_cfg['model']} --variant "
+                f"{train_cfg['variant']} --stage1-iters {train_cfg['stage1_iters']} --stage2-iters "
+                f"{train_cfg['stage2_iters']}` (iterations, not wall-clock caps, end each stage), then {export}")
+    base_file = run_dir / "base.json"
+    base = json.loads(base_file.read_text(encoding="utf-8")) if base_file.is_file() else {}
+    data_split = train_cfg.get("data_split", "train")
+    split = data_split if isinstance(data_split, str) else ",".join(f"{t}={s}" for t, s in data_split.items())
+    return (f"Continued from `{train_cfg['base']}` (revision {base.get('revision') or 'local'}, SHA-256 "
+            f"`{base.get('sha256', '?')}`): stage 2 only, its codebooks frozen. Reproduce: `python -m "
+            f"DiffCodeRestoreLib.training train --config {train_cfg.get('preset_name') or 'small-mixed'} "
+            f"--data-split {split}`, then {export}")
 
 
 def write_model_card(folder: Path, model: DiffCodeModel, run_dir: Path, results_md: Optional[Path]) -> Path:
