@@ -50,10 +50,13 @@ demo: data
 benchmark: dataset
 	$(VPY) -m DiffCodeRestoreLib.benchmark --tasks all --methods all --out benchmark-results/full
 
-# The shipped diffcode-small, from scratch (resumable: run it again after an interruption); docs/model.md
-# has the export step and the other runs (ablations, the continued run on real + synthetic pairs).
+# The shipped weights from scratch (resumable: run it again after an interruption): diffcode-small (stage 1 and
+# stage 2), then the default diffcode-small-wide, which continues it on the wide recipe. docs/model.md has the
+# export steps and the other runs (ablations, learning curves).
+RUNS ?= $(or $(DIFFCODE_CACHE_DIR),$(HOME)/.cache/diffcode-restore)/runs
 train: dataset
-	$(VPY) -m DiffCodeRestoreLib.training train --config small
+	$(VPY) -m DiffCodeRestoreLib.training train --config small --run-dir $(RUNS)/small
+	$(VPY) -m DiffCodeRestoreLib.training train --config small-wide --base $(RUNS)/small/final --run-dir $(RUNS)/small-wide
 
 clean-venv:
 	rm -rf $(VENV) .venv39

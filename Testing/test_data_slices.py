@@ -202,3 +202,31 @@ def test_mixed_split_adds_synthetic_pairs_in_a_bank_of_its_own(cache):
     case = next(c for c in load_cases("mri-sr", "train-mixed", cache=cache, limit=1) if c.name.startswith("synth-"))
     assert case.hq.shape == case.lq.shape and np.all(np.isfinite(case.lq)) and not np.allclose(case.hq, case.lq)
     assert all(entry["name"].startswith("synth-") is False for entry in read_manifest("mri-sr", "train", cache)["cases"])
+
+
+def test_wide_split_widens_ct_and_pet_in_banks_of_their_own(cache):
+    """The wide split is the training recipe over the ranges the robustness suite lost on: CT pixels to 3 mm,
+    matrices from 96 and noise 5-400 HU, PET more dose levels over a wider range; MRI keeps its recipe; the
+    wide-mixed split adds synthetic pairs for CT and PET only."""
+    train, wide = recipes.parameters("ct-denoise", "train"), recipes.parameters("ct-denoise", "train-wide")
+    assert wide["pixel_mm"][0] < train["pixel_mm"][0] and wide["pixel_mm"][1] >= 3.0
+    assert wide["size_px"][0] < 128 and wide["noise_hu"][0] < train["noise_hu"][0] and wide["noise_hu"][1] >= 352
+    pet, pet_wide = recipes.parameters("pet-synthesis", "train"), recipes.parameters("pet-synthesis", "train-wide")
+    assert pet_wide["cases"] > pet["cases"] and max(pet_wide["dose_fraction"]) > max(pet["dose_fraction"])
+    assert recipes.parameters("mri-sr", "train-wide") == recipes.parameters("mri-sr", "train")
+    assert [task for task in TRAINING_VOLUMES if "synthetic" in recipes.parameters(task, "train-wide-mixed")] == [
+        "ct-denoise", "pet-synthesis"]
+    assert not any("synthetic" in recipes.parameters(task, "train-wide") for task in TRAINING_VOLUMES)
+
+    build("ct-denoise", "train-wide", cache=cache, limit=3, **QUIET)
+    manifest = read_manifest("ct-denoise", "train-wide", cache)
+    assert dataset_dir("ct-denoise", "train-wide", cache).name == "train-wide"
+    assert manifest["parameters"]["noise_hu"] == wide["noise_hu"]
+    sides = [entry["shape"][-1] for entry in manifest["cases"]]
+    pixels = [entry["spacing"][0] for entry in manifest["cases"]]
+    assert all(96 <= side <= 512 for side in sides) and all(0.29 < p < 3.1 for p in pixels)
+    # Deterministic draws (fixed seed): some case lies outside the old recipe's geometry.
+    assert any(side < 128 for side in sides) or any(p > 1.5 for p in pixels)
+    targets = [entry["target_noise_hu"] for entry in manifest["cases"]]
+    assert all(5.0 <= t <= 400.0 for t in targets)
+    assert any(t > 150.0 or t < 10.0 for t in targets)  # and some dose outside the old noise range

@@ -42,3 +42,15 @@ def test_gains_compare_with_the_best_filter_and_never_with_another_model():
     assert gains["best_filter"] == "nlm" and gains["gain_over_filter"] == pytest.approx(1.0)
     assert gains["gain_over_input"] == pytest.approx(7.0) and gains["ssim_over_filter"] == pytest.approx(0.03)
     assert gains["best_on_subset"] == "bm3d" and gains["gain_on_subset"] == pytest.approx(-0.5)
+
+
+def test_several_runs_are_scored_together_under_names_that_say_which_run(tmp_path):
+    """Runs that differ in one lever share one benchmark (filters tuned once): each point is named by its run."""
+    a, b = _run(tmp_path / "x", [1000, 2000]), _run(tmp_path / "y", [1000])
+    b = b.rename(tmp_path / "y" / "other")
+    points = lc.point_names([a, b])
+    assert [(name, step) for name, _, _, step in points] == [
+        ("run-step-01000", 1000), ("run-step-02000", 2000), ("run-step-03000", 3000),
+        ("other-step-01000", 1000), ("other-step-03000", 3000)]
+    assert [run for _, _, run, _ in points] == [a, a, a, b, b]
+    assert [name for name, *_ in lc.point_names([a], every=2)] == ["step-01000", "step-03000"]  # one run: no prefix

@@ -157,3 +157,14 @@ def test_the_data_split_is_chosen_for_every_task_or_per_task():
     for bad in ("test", "xray=train", "ct-denoise=test"):
         with pytest.raises(SystemExit):
             _data_split(parser, bad)
+
+
+def test_the_model_card_gives_each_tasks_ranges_from_its_split():
+    """The card's data lines are read from the recipe of each task's split, so they follow --data-split."""
+    from DiffCodeRestoreLib.training.model_card import _data_lines
+
+    lines = _data_lines(TrainConfig(data_split={"ct-denoise": "train-wide-mixed"}).to_dict())
+    assert ("`ct-denoise` split `train-wide-mixed`: pixels 0.3-3 mm, matrices 96-512, added soft-tissue noise "
+            "5-400 HU; plus 16 x 6 domain-randomised synthetic slices") in lines
+    assert "  - `mri-sr` split `train`: pixels 0.4-1.5 mm, matrices 128-512, reference SNR 20-400, k-space factors 2, 4.\n" in lines
+    assert "  - `pet-synthesis` split `train`: dose 1/4-1/20, full counts 1e+06-1e+07.\n" in lines

@@ -1,12 +1,14 @@
 """A training run's learning curve: each EMA snapshot scored on the public test split and, optionally, the
 robustness suite, beside the tuned filters, against iterations and CPU hours.
 
-    python -m DiffCodeRestoreLib.benchmark.learning_curve RUN_DIR --out DIR [--base diffcode] [--robustness]
+    python -m DiffCodeRestoreLib.benchmark.learning_curve RUN_DIR [RUN_DIR ...] --out DIR [--base diffcode]
+        [--robustness]
 
 Why: the compute a task still needs for the quality bar should be measured, not guessed. Training with
-``snapshot_every`` leaves ``RUN_DIR/snapshots/step-NNNNN``; this command scores them (and the model the run
+``snapshot_every`` leaves ``RUN_DIR/snapshots/step-NNNNN``; this command scores them (and the model the runs
 started from, if any) with the product's own benchmark (``benchmark`` and ``benchmark.robustness``, each
-run once so that the filters are tuned once for every point) and writes ``curve.md`` / ``curve.json``.
+run once so that the filters are tuned once for every point of every run: runs that differ in one lever are
+compared on the same footing) and writes ``curve.md`` / ``curve.json``.
 """
 
 from __future__ import annotations
@@ -62,6 +64,18 @@ def public_gains(task_json: dict, model: str) -> Dict[str, float]:
             "best_on_subset": best_subset["name"]}
 
 
+def point_names(run_dirs: Sequence[Path], every: int = 1) -> List[Tuple[str, Path, Path, int]]:
+    """(model name, weights folder, run folder, step) of every scored point: each run's snapshots (every k-th,
+    the last always), named ``step-NNNNN``, prefixed by the run folder's name when there are several runs."""
+    out = []
+    for run_dir in run_dirs:
+        points = snapshots(run_dir)
+        points = [p for i, p in enumerate(points) if i % every == 0 or i == len(points) - 1]
+        prefix = f"{run_dir.name}-" if len(run_dirs) > 1 else ""
+        out += [(f"{prefix}step-{step:05d}", folder, run_dir, step) for step, folder in points]
+    return out
+
+
 def curve_markdown(points: Sequence[dict], robust: bool) -> str:
     header = ["model", "step", "CPU h"] + [f"{t} {what}" for t in TASKS for what in ("PSNR", "vs input", "vs filter")]
     if robust:
@@ -82,7 +96,7 @@ def curve_markdown(points: Sequence[dict], robust: bool) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m DiffCodeRestoreLib.benchmark.learning_curve",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--base", default="", help="also score this model (catalog name or folder) as step 0")
     parser.add_argument("--threads", type=int, default=2, help="threads the run trained with (for CPU hours)")
@@ -95,16 +109,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from . import robustness
     from .__main__ import main as benchmark_main
 
-    points = snapshots(args.run_dir)
-    if not points:
-        print(f"error: {args.run_dir} has no snapshots/step-* and no final weights", file=sys.stderr)
+    empty = [str(run_dir) for run_dir in args.run_dirs if not snapshots(run_dir)]
+    if empty:
+        print(f"error: {', '.join(empty)} has no snapshots/step-* and no final weights", file=sys.stderr)
         return 2
-    points = [p for i, p in enumerate(points) if i % args.every == 0 or i == len(points) - 1]
-    models = [(f"step-{step:05d}", folder) for step, folder in points]
+    points = point_names(args.run_dirs, args.every)
     if args.base:
         from ..hub import resolve
 
-        models.insert(0, ("base", resolve(args.base).folder))
+        points.insert(0, ("base", resolve(args.base).folder, None, 0))
+    models = [(name, folder) for name, folder, _, _ in points]
     specs = [f"{name}={folder}" for name, folder in models]
     public_dir = args.out / "public"
     methods = ",".join(["baselines"] + [name for name, _ in models])
@@ -126,14 +140,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 [task["worst_case_gain_db"]] + ([task["worst_case_slow_gain_db"]]
                                                 if task["worst_case_slow_gain_db"] is not None else []))
     out = []
-    for name, folder in models:
-        step = 0 if name == "base" else int(name.split("-")[1])
+    for name, folder, run_dir, step in points:
         public = {}
         for task in TASKS:
             task_json = json.loads((public_dir / f"{task}.json").read_text(encoding="utf-8"))
             public[task] = public_gains(task_json, name)
         out.append({"name": name, "folder": str(folder), "step": step,
-                    "cpu_hours": 0.0 if name == "base" else cpu_hours(args.run_dir, step, args.threads),
+                    "cpu_hours": 0.0 if run_dir is None else cpu_hours(run_dir, step, args.threads),
                     "public": public, "robustness": robust.get(name, {})})
     text = curve_markdown(out, args.robustness)
     (args.out / "curve.md").write_text(text + "\n", encoding="utf-8")

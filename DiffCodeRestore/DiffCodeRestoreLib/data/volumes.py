@@ -40,9 +40,12 @@ PUBLIC_TEST_VOLUMES: Dict[str, Tuple[str, ...]] = {
     "ct-denoise": ("lung2",),
     "pet-synthesis": ("itk_t1_classes",),
 }
-# "train-mixed" is the training split plus domain-randomised synthetic pairs (data/synth): the same
-# volumes, a bank of its own, so the real-only recipe stays reproducible beside it.
-SPLITS = ("train", "train-mixed", "test")
+# "train-mixed" is the training split plus domain-randomised synthetic pairs (data/synth); "train-wide" the
+# training split over the wider geometry and dose ranges the robustness suite asks for; "train-wide-mixed" both
+# (synthetic pairs for CT and PET only). The same volumes, each a bank of its own, so every recipe stays
+# reproducible beside the others.
+TRAINING_SPLITS = ("train", "train-mixed", "train-wide", "train-wide-mixed")
+SPLITS = TRAINING_SPLITS + ("test",)
 # Sources the shipped model never saw (data-sources.md "Added later"), for the adaptation benchmark only.
 SITE_VOLUMES: Dict[str, Tuple[str, ...]] = {
     "ct-denoise": ("ts_abdomen_ct", "ts_angio_ct"),
@@ -54,8 +57,8 @@ _KMEANS = "KmeansTest_T1{}.nii.gz"
 
 
 def split_volumes(task: str, split: str) -> Tuple[str, ...]:
-    """The volumes of one task's split ("train", "train-mixed" or "test")."""
-    table = {"train": TRAINING_VOLUMES, "train-mixed": TRAINING_VOLUMES, "test": PUBLIC_TEST_VOLUMES}.get(split)
+    """The volumes of one task's split (one of ``SPLITS``)."""
+    table = {**{name: TRAINING_VOLUMES for name in TRAINING_SPLITS}, "test": PUBLIC_TEST_VOLUMES}.get(split)
     if table is None:
         raise ValueError(f"Unknown split {split!r}: choose one of {', '.join(SPLITS)}.")
     if task not in table:

@@ -8,6 +8,7 @@ Weights are stored the Hub's way: ``config.json`` + ``model.safetensors``.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
 
@@ -158,6 +159,9 @@ class DiffCodeModel(_TaskConditioned):
         config = {"model_type": "diffcode-restore", "package_version": __version__, **self.config.to_dict()}
         tmp = folder / (WEIGHTS_NAME + ".tmp")
         save_file(state, str(tmp), metadata={"format": "pt"})
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o666 & ~umask)  # safetensors writes owner-only files; shared weights must be readable by others
         tmp.replace(folder / WEIGHTS_NAME)
         (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
         return folder

@@ -19,6 +19,7 @@ import torch
 
 from . import distributed
 from ..device import resolve_device
+from ..data.volumes import TRAINING_SPLITS
 from ..tasks import TASKS
 from .config import VARIANTS, TrainConfig
 from .distributed import SINGLE, DistContext
@@ -133,10 +134,10 @@ def _data_split(parser: argparse.ArgumentParser, spec: Optional[str]):
     """``--data-split``: one split for every task, or TASK=SPLIT pairs."""
     if spec is None:
         return None
-    splits = ("train", "train-mixed")
+    splits = TRAINING_SPLITS
     if "=" not in spec:
         if spec not in splits:
-            parser.error(f"--data-split {spec!r}: choose {' or '.join(splits)}, or TASK=SPLIT pairs")
+            parser.error(f"--data-split {spec!r}: choose one of {', '.join(splits)}, or TASK=SPLIT pairs")
         return spec
     pairs = dict(item.partition("=")[::2] for item in spec.split(","))
     bad = [f"{t}={s}" for t, s in pairs.items() if t not in TASKS or s not in splits]
@@ -163,8 +164,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--tasks", help="comma list of tasks to train on (default: all three)")
     p.add_argument("--batch-per-task", type=int, help="patches per task in each batch (default 4)")
     p.add_argument("--data-split", metavar="SPLIT|TASK=SPLIT,...",
-                   help="training slices: train (real only) or train-mixed (real + domain-randomised synthetic "
-                   "pairs), for every task or per task, e.g. ct-denoise=train-mixed,pet-synthesis=train-mixed")
+                   help="training slices: train (real only), train-mixed (real + domain-randomised synthetic "
+                   "pairs), train-wide (real over wider geometry and dose ranges) or train-wide-mixed (both), for "
+                   "every task or per task, e.g. ct-denoise=train-mixed,pet-synthesis=train-mixed")
     p.add_argument("--base", help="continue from this trained model (catalog name or weights folder): no stage 1")
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--snapshot-every", type=int, help="save the EMA weights every N stage-2 steps (learning curve)")

@@ -57,7 +57,8 @@ class TrainConfig:
     # Anneal the learning rate over whichever budget binds first, iterations or minutes (adaptation runs
     # by the clock); False anneals over iterations only (the shipped recipe, whose clock caps never bind).
     schedule_by_time: bool = False
-    # The training split: "train" (real slices) or "train-mixed" (plus domain-randomised synthetic pairs), for
+    # The training split (data.volumes.TRAINING_SPLITS: "train" real slices, "train-mixed" plus domain-randomised
+    # synthetic pairs, "train-wide" wider ranges, "train-wide-mixed" both), for
     # every task, or {task: split} (tasks not named: "train"), so the data lever can be measured per task.
     data_split: Union[str, Dict[str, str]] = "train"
     # Continue from this trained model (a catalog name or weights folder) instead of training from scratch:
@@ -94,6 +95,10 @@ class TrainConfig:
             # docs/results.md (continued training), not shipped.
             "small-mixed": dict(base="diffcode-small", data_split="train-mixed", lr=2e-4, stage1_iters=0,
                                 stage2_iters=3000, snapshot_every=500),
+            # diffcode-small continued on the wide recipe (wider CT geometry and dose, more PET levels; CT and PET
+            # synthetic pairs): the robustness suite's losing cases (docs/results.md).
+            "small-wide": dict(base="diffcode-small", data_split="train-wide-mixed", lr=2e-4, stage1_iters=0,
+                               stage2_iters=3000, snapshot_every=1000),
             "large": dict(model="large", patch=128, batch_per_task=8, lr=2e-4, stage1_iters=20000,
                           stage2_iters=100000, stage1_minutes=120.0, stage2_minutes=600.0),
         }

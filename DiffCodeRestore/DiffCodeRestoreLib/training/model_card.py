@@ -31,19 +31,36 @@ def _training_summary(run_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def _synthetic_line(train_cfg: dict) -> str:
-    data_split = train_cfg.get("data_split", "train")
-    mixed = [task for task in train_cfg["tasks"] if split_for(data_split, task) == "train-mixed"]
-    if not mixed:
-        return ""
-    from ..data.recipes import SYNTHETIC
+def _range(values, unit: str = "", fmt: str = "g") -> str:
+    low, high = values
+    return f"{low:{fmt}}-{high:{fmt}}{unit}"
 
-    parts = [f"{task} {SYNTHETIC[task]['cases']} x {SYNTHETIC[task]['slices_per_case']} slices "
-             f"({', '.join(SYNTHETIC[task]['shares'])})" for task in mixed]
-    return ("- Domain-randomised synthetic pairs beside the real slices (`data/synth`, as many slices as the real "
-            "part per task; docs/training-data.md): label maps or random shapes, random contrast, texture, geometry "
-            "(pixel 0.3-3 mm, matrix 96-512), MRI factor 2-4 (sometimes per axis), CT I0 3e3-1e7, PET dose "
-            "1/20-1/4: " + "; ".join(parts) + ".\n")
+
+def _data_lines(train_cfg: dict) -> str:
+    """The degradation ranges and synthetic share of each trained task, read from the recipe of its split
+    (``data/recipes.py``), so the card cannot drift from what the run trained on."""
+    from ..data.recipes import parameters
+
+    data_split = train_cfg.get("data_split", "train")
+    lines = []
+    for task in train_cfg["tasks"]:
+        split = split_for(data_split, task)
+        p = parameters(task, split)
+        if task == "ct-denoise":
+            what = (f"pixels {_range(p['pixel_mm'], ' mm')}, matrices {_range(p['size_px'])}, added soft-tissue noise "
+                    f"{_range(p['noise_hu'], ' HU')}")
+        elif task == "mri-sr":
+            what = (f"pixels {_range(p['pixel_mm'], ' mm')}, matrices {_range(p['size_px'])}, reference SNR "
+                    f"{_range(p['snr'])}, k-space factors {', '.join(str(f) for f in p['factors'])}")
+        else:
+            dose = [f"1/{1 / d:.0f}" for d in sorted(p["dose_fraction"], reverse=True)]
+            what = f"dose {dose[0]}-{dose[1]}, full counts {_range(p['full_counts'], fmt='.0e')}"
+        synthetic = p.get("synthetic")
+        if synthetic:
+            what += (f"; plus {synthetic['cases']} x {synthetic['slices_per_case']} domain-randomised synthetic slices "
+                     f"(`data/synth`: {', '.join(synthetic['shares'])}; random contrast, texture, geometry and dose)")
+        lines.append(f"  - `{task}` split `{split}`: {what}.\n")
+    return "".join(lines)
 
 
 def _reproduce(train_cfg: dict, run_dir: Path) -> str:
@@ -59,7 +76,7 @@ def _reproduce(train_cfg: dict, run_dir: Path) -> str:
     return (f"Continued from `{train_cfg['base']}` (revision {base.get('revision') or 'local'}, SHA-256 "
             f"`{base.get('sha256', '?')}`): stage 2 only, its codebooks frozen. Reproduce: `python -m "
             f"DiffCodeRestoreLib.training train --config {train_cfg.get('preset_name') or 'small-mixed'} "
-            f"--data-split {split}`, then {export}")
+            f"--base {train_cfg['base']} --data-split {split}`, then {export}")
 
 
 def write_model_card(folder: Path, model: DiffCodeModel, run_dir: Path, results_md: Optional[Path]) -> Path:
@@ -105,10 +122,11 @@ below are not the paper's.
 - CT: `lung1` chest CT (pyradiomics-bhklab 3.1.4) and the InVesalius `Cranium` head CT; projection-domain noise
   insertion (Poisson transmission counts, electronic noise, FBP) over a range of doses.
 - MRI: MNI152 2009a T1 template (nilearn), the ITK example T1 head and BrainWeb-derived slices, with Rician noise
-  added to the references (SNR 20 to 400); k-space truncation to 1/2 and 1/4 of the band.
+  added to the references; k-space truncation.
 - PET: simulated FDG-like brain PET from the MNI152 tissue maps (+ AAL regions): PSF, attenuation, Poisson counts
-  at full and reduced dose (1/4..1/20), the same MLEM reconstruction for both.
-{_synthetic_line(train_cfg)}- Public test subjects, never used for training: `lung2` chest CT, Colin27 T1, the ITK example tissue classes.
+  at full and reduced dose, the same MLEM reconstruction for both.
+- Ranges per task, as the run's recipe has them:
+{_data_lines(train_cfg)}- Public test subjects, never used for training: `lung2` chest CT, Colin27 T1, the ITK example tissue classes.
 - Recipe: `{json.dumps(train_cfg)}`
 {_training_summary(run_dir)}
 
