@@ -39,6 +39,7 @@ UNDECLARED_LAZY_IMPORTS = {
 UNSHIPPED_LAZY_IMPORTS = {
     (f"{LIB}/training/__main__.py", f"{LIB}/data/__init__.py"): "training from scratch: the data cache",
     (f"{LIB}/training/__main__.py", f"{LIB}/data/slices.py"): "training from scratch: the slice pairs",
+    (f"{LIB}/training/__main__.py", f"{LIB}/data/volumes.py"): "--data-split on the command line: the split names",
     (f"{LIB}/training/model_card.py", f"{LIB}/data/recipes.py"): "the card of a trained model; adapt uses CITATION",
 }
 SLICER_LAYER = {"slicer", "vtk", "qt", "ctk", SLICER_LIB}

@@ -19,7 +19,6 @@ import torch
 
 from . import distributed
 from ..device import resolve_device
-from ..data.volumes import TRAINING_SPLITS
 from ..tasks import TASKS
 from .config import VARIANTS, TrainConfig
 from .distributed import SINGLE, DistContext
@@ -134,6 +133,8 @@ def _data_split(parser: argparse.ArgumentParser, spec: Optional[str]):
     """``--data-split``: one split for every task, or TASK=SPLIT pairs."""
     if spec is None:
         return None
+    from ..data.volumes import TRAINING_SPLITS  # dev-only: an installed extension ships no data recipes
+
     splits = TRAINING_SPLITS
     if "=" not in spec:
         if spec not in splits:
