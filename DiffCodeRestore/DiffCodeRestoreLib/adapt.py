@@ -46,6 +46,7 @@ import numpy as np
 
 from . import adapt_data
 from .adapt_data import HEADLINE, LEVEL_OPTIONS, LEVELS, AdaptCancelled, HQVolume, PairSet
+from .files import staging_dir
 
 PathLike = Union[str, "os.PathLike[str]"]
 DEFAULT_MINUTES = 10.0
@@ -547,23 +548,16 @@ def _data_summary(volumes: List[HQVolume], chosen) -> List[Dict[str, Any]]:
 
 def _write_folder(model, out: Path, result: AdaptResult, tc) -> Path:
     """Write into a hidden sibling folder, then rename: the output appears complete or not at all."""
-    import tempfile
-
     from .training.__main__ import save_weights_folder
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    staging = staging_dir(out.parent, f".{out.name}.partial-")  # an ordinary folder: others may read it
     try:
         def card(folder: Path) -> None:
             _write_json(folder / "adaptation.json", _card_data(result, tc))
             (folder / "README.md").write_text(model_card(result, model, tc), encoding="utf-8")
 
         save_weights_folder(model, staging, fp16=False, card=card)
-        umask = os.umask(0)
-        os.umask(umask)
-        for item in staging.iterdir():  # an ordinary folder, not mkdtemp's private one: others may read it
-            item.chmod(0o666 & ~umask)
-        staging.chmod(0o777 & ~umask)
         if out.is_dir():
             out.rmdir()  # empty (checked at the start)
         staging.rename(out)

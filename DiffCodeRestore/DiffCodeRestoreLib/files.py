@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import socket
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -23,6 +24,21 @@ PathLike = Union[str, "os.PathLike[str]"]
 PARTIAL_MARK = ".diffcode-partial"
 STALE_PARTIAL_SECONDS = 24 * 3600
 _PARTIAL_NAME = re.compile(r"\.(?P<host>[^.]+)\.(?P<pid>\d+)\.[0-9a-f]{8}" + re.escape(PARTIAL_MARK))
+
+
+def ordinary_permissions(path: Path) -> Path:
+    """Give ``path`` the mode an ordinary ``open()`` or ``mkdir()`` would (0o666 / 0o777 less the umask): mkdtemp and
+    safetensors create owner-only ones, and weights, caches and results must be readable by the other users."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+    return path
+
+
+def staging_dir(parent: Path, prefix: str) -> Path:
+    """A fresh hidden folder beside its final place (same file system: a rename publishes it),
+    with the permissions of an ordinary folder rather than mkdtemp's private ones."""
+    return ordinary_permissions(Path(tempfile.mkdtemp(prefix=prefix, dir=parent)))
 
 
 def suffix_of(path: PathLike) -> str:

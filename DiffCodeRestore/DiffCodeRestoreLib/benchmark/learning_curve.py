@@ -109,11 +109,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from . import robustness
     from .__main__ import main as benchmark_main
 
-    empty = [str(run_dir) for run_dir in args.run_dirs if not snapshots(run_dir)]
+    points = point_names(args.run_dirs, args.every)
+    empty = [str(run_dir) for run_dir in args.run_dirs if all(run != run_dir for _, _, run, _ in points)]
     if empty:
         print(f"error: {', '.join(empty)} has no snapshots/step-* and no final weights", file=sys.stderr)
         return 2
-    points = point_names(args.run_dirs, args.every)
     if args.base:
         from ..hub import resolve
 

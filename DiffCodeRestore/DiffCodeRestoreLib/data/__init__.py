@@ -25,16 +25,6 @@ def cache_dir() -> Path:
     return base / "diffcode-restore"
 
 
-def staging_dir(parent: Path, prefix: str) -> Path:
-    """A fresh hidden folder beside its final place (same file system: a rename publishes it),
-    with the permissions of an ordinary folder rather than mkdtemp's private ones."""
-    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
-    return folder
-
-
 def publish(staging: Path, final: Path) -> None:
     """Put a complete ``staging`` folder in place of ``final``; readers never see a half folder.
 

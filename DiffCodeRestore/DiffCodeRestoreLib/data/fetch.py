@@ -29,7 +29,8 @@ import zipfile
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
-from . import cache_dir, publish, staging_dir
+from ..files import staging_dir
+from . import cache_dir, publish
 from .sources import DEBIAN, NPM, PYPI_SDIST, PYPI_WHEEL, SOURCES, Source, get_source
 
 MARKER = ".complete.json"

@@ -80,6 +80,7 @@ PARAMETERS.update({(task, "train-mixed"): {**copy.deepcopy(PARAMETERS[(task, "tr
 # the cases so that the wider ranges keep the old density. PET: four times the dose/count levels (6 levels left the
 # edges of the range, dose 1/4 and 1e7 counts, to one case each) over a wider range, 5 slices each. MRI keeps its
 # recipe: synthetic MRI pairs cost MRI at every step (results.md), so "train-wide-mixed" adds CT and PET ones only.
+WIDE_SYNTHETIC = ("ct-denoise", "pet-synthesis")
 WIDE: Dict[str, dict] = {
     "mri-sr": {},
     "ct-denoise": {"cases": {"lung1": 16, "cranium": 16}, "pixel_mm": [0.3, 3.0], "size_px": [96, 512],
@@ -90,7 +91,7 @@ WIDE: Dict[str, dict] = {
 PARAMETERS.update({(task, "train-wide"): {**copy.deepcopy(PARAMETERS[(task, "train")]), **copy.deepcopy(wide)}
                    for task, wide in WIDE.items()})
 PARAMETERS.update({(task, "train-wide-mixed"): {**copy.deepcopy(PARAMETERS[(task, "train-wide")]),
-                                                **({"synthetic": SYNTHETIC[task]} if task != "mri-sr" else {})}
+                                                **({"synthetic": SYNTHETIC[task]} if task in WIDE_SYNTHETIC else {})}
                    for task in WIDE})
 
 

@@ -25,7 +25,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import cache_dir, planes, publish, recipes, staging_dir
+from ..files import staging_dir
+from . import cache_dir, planes, publish, recipes
 from .sources import SOURCES
 from .volumes import SPLITS, volume_source
 from .. import simulate

@@ -8,7 +8,6 @@ Weights are stored the Hub's way: ``config.json`` + ``model.safetensors``.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
 
@@ -16,6 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import WeightsError
+from ..files import ordinary_permissions
 from .codebook import CodebookBank
 from .config import DiffCodeConfig
 from .diffusion import FewStepSchedule
@@ -159,9 +159,7 @@ class DiffCodeModel(_TaskConditioned):
         config = {"model_type": "diffcode-restore", "package_version": __version__, **self.config.to_dict()}
         tmp = folder / (WEIGHTS_NAME + ".tmp")
         save_file(state, str(tmp), metadata={"format": "pt"})
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o666 & ~umask)  # safetensors writes owner-only files; shared weights must be readable by others
+        ordinary_permissions(tmp)  # safetensors writes owner-only files
         tmp.replace(folder / WEIGHTS_NAME)
         (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
         return folder
